@@ -4,9 +4,9 @@ Rows of a linear layer's weight ``w`` (shape ``[N, D]``) are particles and the r
 are their velocities. Every function here is pure: inputs are never modified in place, the result has the
 gradient's dtype and device, and the arithmetic runs in float32 whatever the input precision.
 
-Nothing here materialises an ``N x N x D`` tensor: the deterministic part of hard collision is matrix
-algebra on ``N x N`` matrices, and the random unit vectors exist only for accepted pairs, drawn in chunks of
-bounded size.
+Nothing here materialises an ``N x N x D`` tensor: hard collision decides acceptance with ``N x N`` matrix
+algebra, then touches only the accepted pairs (deterministic and random term together, O(pairs · D)), with
+the random unit vectors drawn in chunks of bounded size.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ __all__ = [
 
 # Upper bound on the random vectors held at once by ``hard_collision`` (in float32 elements: 64 MiB).
 _RANDOM_CHUNK_ELEMENTS = 16 * 1024 * 1024
+# Slice of a drawn chunk that the per-pair arithmetic works on at once (float32 elements: 4 MiB).
+_WORK_CHUNK_ELEMENTS = 1024 * 1024
 
 
 def _check_matrix(name: str, tensor: torch.Tensor) -> None:
@@ -86,8 +88,9 @@ def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:
     """Euclidean distances between rows from the Gram matrix: exactly symmetric, zero diagonal."""
     gram = x @ x.T
     sq_norms = gram.diagonal()
-    squared = (sq_norms[:, None] + sq_norms[None, :] - 2.0 * gram).clamp_min_(0.0)
-    squared = 0.5 * (squared + squared.T)  # the product can differ from its transpose in the last bit
+    squared = (sq_norms[:, None] + sq_norms[None, :]).sub_(gram, alpha=2.0).clamp_min_(0.0)
+    # The product can differ from its transpose in the last bit: symmetrise (into gram's storage, now unused).
+    squared = torch.add(squared, squared.T, out=gram).mul_(0.5)
     squared.fill_diagonal_(0.0)
     return squared.sqrt_()
 
@@ -118,13 +121,13 @@ def soft_collision(
 
 def _acceptance_ratio(w: torch.Tensor, g: torch.Tensor, distance_scale: float) -> torch.Tensor:
     """Left side of Eq. 7, ``g_r * exp(-lambda * w_r) / max(g_r)``, with a zero diagonal (fp32 ``[N, N]``)."""
-    relative_speed = _pairwise_distances(g)
-    max_speed = relative_speed.max()
-    if distance_scale == 0.0:
-        ratio = relative_speed
-    else:
-        ratio = relative_speed * torch.exp(-distance_scale * _pairwise_distances(w))
-    return torch.where(max_speed > 0, ratio / torch.where(max_speed > 0, max_speed, 1.0), 0.0)
+    ratio = _pairwise_distances(g)
+    max_speed = ratio.max()
+    if distance_scale != 0.0:
+        ratio.mul_(_pairwise_distances(w).mul_(-distance_scale).exp_())
+    # When max_speed is 0 every relative speed is 0, so dividing by 1 leaves the ratio 0 (computed in place:
+    # fresh N x N buffers are not free).
+    return ratio.div_(torch.where(max_speed > 0, max_speed, 1.0))
 
 
 def collision_mask(
@@ -161,44 +164,69 @@ def hard_collision(
     generator when None), on the generator's device, one per accepted pair in row-major order of the upper
     triangle, so the same seed gives the same result on every process.
     """
+    return hard_collision_with_count(
+        weight, grad, coef, generator=generator, distance_scale=distance_scale
+    )[0]
+
+
+def hard_collision_with_count(
+    weight: torch.Tensor,
+    grad: torch.Tensor,
+    coef: float,
+    *,
+    generator: torch.Generator | None = None,
+    distance_scale: float = 1.0,
+) -> tuple[torch.Tensor, int]:
+    """``hard_collision`` plus the number of accepted pairs ``(i < j)``, which it knows anyway."""
     coef = _check_inputs(weight, grad, coef)
     distance_scale = _check_distance_scale(distance_scale)
     if coef == 0.0 or grad.shape[0] < 2:
-        return grad
+        return grad, 0
     g = grad.detach().float()
     if not bool(torch.isfinite(g).all()):
-        return grad
+        return grad, 0
     mask = _acceptance_ratio(weight.detach().float(), g, distance_scale) > (1.0 - coef)
     pairs = torch.triu(mask, diagonal=1).nonzero()
     if pairs.shape[0] == 0:
-        return grad
-    # Deterministic part, summed over partners: Σ_j M_ij (g_j - g_i) / 2 = ½ (M @ g - rowsum(M) ⊙ g).
-    symmetric = (mask | mask.T).float()
-    symmetric.fill_diagonal_(0.0)
-    new_grad = torch.addmm(g, symmetric, g, alpha=0.5)
-    new_grad.addcmul_(symmetric.sum(dim=1, keepdim=True), g, value=-0.5)
-    _add_random_scattering(new_grad, g, pairs, generator)
-    return new_grad.to(grad.dtype)
+        return grad, 0
+    new_grad = g.clone()
+    _add_pair_updates(new_grad, g, pairs, generator)
+    return new_grad.to(grad.dtype), int(pairs.shape[0])
 
 
-def _add_random_scattering(
+def _add_pair_updates(
     out: torch.Tensor, g: torch.Tensor, pairs: torch.Tensor, generator: torch.Generator | None
 ) -> None:
-    """Adds ``½ ‖g_i - g_j‖ n_ij`` to row i and subtracts it from row j for every pair, in bounded chunks."""
+    """Adds ``Δg_ij = (g_j - g_i)/2 + ½ ‖g_i - g_j‖ n_ij`` to row i and subtracts it from row j, for every pair.
+
+    The unit vectors are drawn in chunks of ``_RANDOM_CHUNK_ELEMENTS // D`` pairs (this fixes the draw order for
+    a given seed); the arithmetic runs on smaller slices of each chunk so that its temporaries stay small.
+    Both the deterministic and the random term are per-pair, so the cost is O(pairs · D), not O(N² · D).
+    """
     dim = g.shape[1]
     draw_device = generator.device if generator is not None else g.device
     chunk = max(1, _RANDOM_CHUNK_ELEMENTS // max(dim, 1))
+    piece = max(1, min(_WORK_CHUNK_ELEMENTS // max(dim, 1), pairs.shape[0]))
+    # Two work buffers reused for every slice: freshly allocated memory costs page faults on every call.
+    row_buffer = torch.empty(piece, dim, dtype=g.dtype, device=g.device)
+    col_buffer = torch.empty_like(row_buffer)
     for start in range(0, pairs.shape[0], chunk):
-        rows, cols = pairs[start : start + chunk].unbind(dim=1)
-        directions = torch.randn(rows.shape[0], dim, generator=generator, device=draw_device)
+        chunk_pairs = pairs[start : start + chunk]
+        directions = torch.randn(chunk_pairs.shape[0], dim, generator=generator, device=draw_device)
         directions = directions.to(g.device)
-        directions /= torch.linalg.vector_norm(directions, dim=1, keepdim=True)
-        # The pair's own relative speed, computed directly rather than from the Gram matrix, so an isolated
-        # pair keeps ‖g_i - g_j‖ and ‖g_i‖² + ‖g_j‖² to rounding error.
-        half_speed = 0.5 * torch.linalg.vector_norm(g[rows] - g[cols], dim=1, keepdim=True)
-        directions *= half_speed
-        out.index_add_(0, rows, directions)
-        out.index_add_(0, cols, directions, alpha=-1.0)
+        for offset in range(0, chunk_pairs.shape[0], piece):
+            rows, cols = chunk_pairs[offset : offset + piece].unbind(dim=1)
+            count = rows.shape[0]
+            delta = directions[offset : offset + piece]
+            delta /= torch.linalg.vector_norm(delta, dim=1, keepdim=True)
+            # The pair's own relative velocity, computed directly rather than from the Gram matrix, so an
+            # isolated pair keeps ‖g_i - g_j‖ and ‖g_i‖² + ‖g_j‖² to rounding error.
+            difference = torch.index_select(g, 0, rows, out=row_buffer[:count])
+            difference.sub_(torch.index_select(g, 0, cols, out=col_buffer[:count]))  # g_i - g_j
+            delta *= 0.5 * torch.linalg.vector_norm(difference, dim=1, keepdim=True)
+            delta.add_(difference, alpha=-0.5)  # + (g_j - g_i) / 2
+            out.index_add_(0, rows, delta)
+            out.index_add_(0, cols, delta, alpha=-1.0)
 
 
 def _off_diagonal_abs_cosines(weight: torch.Tensor) -> torch.Tensor:

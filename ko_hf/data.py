@@ -1,0 +1,755 @@
+"""Dataset recipes for text classification: one entry point, :func:`load_text_classification`.
+
+``dataset`` may be
+
+* a registered recipe name: ``"imdb"`` (Hub ``stanfordnlp/imdb``), ``"snips"`` (Hub ``benayas/snips``, the 7-intent
+  Snips benchmark), ``"demo"`` (a small set shipped with the package, see below);
+* a recipe name bound to a local copy, ``"imdb=/path/to/aclImdb"`` (label names and citation come from the recipe);
+* a local file or folder, format auto-detected:
+
+  - the original ``aclImdb/`` tree (``train|test/pos|neg/<id>_<rating>.txt``; ``unsup/`` is ignored);
+  - the original Snips benchmark JSON folder (``<Intent>/train_<Intent>_full.json`` + ``validate_<Intent>.json``,
+    each entry ``{"data": [{"text": ...}, ...]}``; the pieces are joined). The ``validate_*`` files are the
+    benchmark's held-out set and become **test**; validation is carved from train. Files that are not strict
+    UTF-8 (PlayMusic stores emoji as UTF-8-encoded surrogates) are decoded robustly;
+  - the ``train|valid|test/{seq.in,label}`` layout (one example per line);
+  - CSV / TSV / JSON / JSONL / Parquet files, or a folder of them. In a folder, a file's split comes from its name
+    or parent folders (``train``, ``valid``/``validation``/``dev``/``val``, ``test``); a single file is train
+    unless it has a ``split`` column. Text and label columns are auto-detected (``text``, ``sentence``,
+    ``content``, ... / ``label``, ``labels``, ``category``, ``intent``, ...) or given explicitly;
+* any other Hub id ``owner/name`` (loaded with :func:`datasets.load_dataset`; fails fast when offline).
+
+Result: a :class:`TextClassificationData` whose ``DatasetDict`` has splits ``train``, ``validation`` and, when the
+source has a held-out split, ``test``; each split has exactly the columns ``text`` (string) and ``label``
+(``ClassLabel``). A missing validation split is carved from train (seeded, stratified by label); test is never
+touched except by ``max_eval_samples``. String labels become a ``ClassLabel`` with sorted names; integer labels keep
+the names the recipe (or the Hub features) gives. Every bad input raises :class:`DatasetError` (a ``ValueError``)
+with a one-line message, before any training starts.
+
+The ``demo`` set (``ko_hf/resources/demo_intents.jsonl``) is ours: 300 hand-written customer-support messages of an
+online shop in 5 intents (``account_access``, ``order_tracking``, ``payment_billing``, ``product_info``,
+``returns_refunds``; 60 each), with a fixed stratified split train 210 / validation 45 / test 45.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "DATASET_RECIPES",
+    "DatasetError",
+    "DatasetRecipe",
+    "TextClassificationData",
+    "detect_local_format",
+    "load_text_classification",
+    "read_text_robust",
+    "register_recipe",
+    "stratified_sample",
+]
+
+
+class DatasetError(ValueError):
+    """Bad dataset input (unknown name, missing path/column, empty split, offline Hub, ...)."""
+
+
+IMDB_CITATION = """@InProceedings{maas-EtAl:2011:ACL-HLT2011,
+  author    = {Maas, Andrew L. and Daly, Raymond E. and Pham, Peter T. and Huang, Dan and Ng, Andrew Y. and Potts, Christopher},
+  title     = {Learning Word Vectors for Sentiment Analysis},
+  booktitle = {Proceedings of the 49th Annual Meeting of the Association for Computational Linguistics: Human Language Technologies},
+  month     = {June},
+  year      = {2011},
+  address   = {Portland, Oregon, USA},
+  publisher = {Association for Computational Linguistics},
+  pages     = {142--150},
+  url       = {http://www.aclweb.org/anthology/P11-1015}
+}"""
+
+SNIPS_CITATION = """@article{coucke2018snips,
+  author  = {Coucke, Alice and Saade, Alaa and Ball, Adrien and Bluche, Th{\\'e}odore and Caulier, Alexandre and Leroy, David and Doumouro, Cl{\\'e}ment and Gisselbrecht, Thibault and Caltagirone, Francesco and Lavril, Thibaut and Primet, Ma{\\"e}l and Dureau, Joseph},
+  title   = {Snips Voice Platform: an embedded Spoken Language Understanding system for private-by-design voice interfaces},
+  journal = {arXiv preprint arXiv:1805.10190},
+  year    = {2018},
+  url     = {https://arxiv.org/abs/1805.10190}
+}"""
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "eval": "validation",
+    "validate": "validation",
+    "test": "test",
+    "testing": "test",
+}
+TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "review", "utterance", "query", "document", "question")
+LABEL_COLUMN_CANDIDATES = ("label", "labels", "category", "intent", "class", "target", "sentiment", "topic")
+SUPPORTED_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+LOCAL_FORMATS = ("aclImdb", "snips-json", "seq.in", "tabular")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+# --------------------------------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True)
+class DatasetRecipe:
+    """How to load one named dataset.
+
+    ``hub_id`` (loaded with ``datasets.load_dataset``) or ``resource`` (a file in ``ko_hf/resources``) is the
+    default source; ``name=/local/path`` overrides it. ``text_column``/``label_column`` are tried first (then the
+    auto-detected names); ``label_names`` names integer labels (index = id). ``*_split`` are the source's split
+    names (``validation_split=None``: none, carved from train; ``test_split=None``: no test split).
+    """
+
+    name: str
+    description: str
+    hub_id: str | None = None
+    resource: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    label_names: tuple[str, ...] | None = None
+    train_split: str = "train"
+    validation_split: str | None = None
+    test_split: str | None = "test"
+    citation: str | None = None
+
+    def split_map(self) -> dict[str, str]:
+        """Source split name -> canonical split name."""
+        pairs = (
+            (self.train_split, "train"),
+            (self.validation_split, "validation"),
+            (self.test_split, "test"),
+        )
+        return {src: dst for src, dst in pairs if src}
+
+
+DATASET_RECIPES: dict[str, DatasetRecipe] = {}
+
+
+def register_recipe(recipe: DatasetRecipe, *, overwrite: bool = False) -> DatasetRecipe:
+    """Add ``recipe`` to :data:`DATASET_RECIPES` (an existing name needs ``overwrite=True``)."""
+    if not recipe.name or "=" in recipe.name or "/" in recipe.name:
+        raise DatasetError(f"invalid recipe name {recipe.name!r}: must be non-empty without '=' or '/'")
+    if recipe.name in DATASET_RECIPES and not overwrite:
+        raise DatasetError(f"recipe {recipe.name!r} is already registered (pass overwrite=True to replace it)")
+    DATASET_RECIPES[recipe.name] = recipe
+    return recipe
+
+
+register_recipe(
+    DatasetRecipe(
+        name="imdb",
+        description="IMDB movie reviews, binary sentiment (Maas et al., 2011): 25k train / 25k test",
+        hub_id="stanfordnlp/imdb",
+        label_names=("neg", "pos"),
+        citation=IMDB_CITATION,
+    )
+)
+register_recipe(
+    DatasetRecipe(
+        name="snips",
+        description="Snips NLU benchmark, 7 intents (Coucke et al., 2018): Hub copy with 13,084 train / 1,400 test",
+        hub_id="benayas/snips",
+        label_column="category",
+        citation=SNIPS_CITATION,
+    )
+)
+register_recipe(
+    DatasetRecipe(
+        name="demo",
+        description="ko-hf demo: 300 customer-support messages, 5 intents, train 210 / validation 45 / test 45",
+        resource="demo_intents.jsonl",
+        validation_split="validation",
+    )
+)
+
+
+# --------------------------------------------------------------------------------------------------- result
+
+
+@dataclass
+class TextClassificationData:
+    """A ready-to-tokenize dataset: splits ``train``/``validation``[/``test``] with columns ``text``, ``label``."""
+
+    dataset: datasets.DatasetDict
+    label_names: list[str]
+    name: str
+    source: str
+    citation: str | None = None
+    data_format: str = ""
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.label_names)}
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{split} {len(ds):,}" for split, ds in self.dataset.items())
+        return f"{self.name} ({self.source}): {self.num_labels} labels, {sizes}"
+
+
+# --------------------------------------------------------------------------------------------------- pure helpers
+
+
+def read_text_robust(path: str | os.PathLike) -> str:
+    """Read a text file as UTF-8; repair UTF-8-encoded surrogate pairs (CESU-8), else replace undecodable bytes."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    try:
+        text = data.decode("utf-8-sig", "surrogatepass").encode("utf-16", "surrogatepass").decode("utf-16")
+        logger.info("%s is not strict UTF-8: decoded its UTF-8-encoded surrogate pairs", path)
+        return text
+    except UnicodeError:
+        text = data.decode("utf-8-sig", errors="replace")
+        logger.warning("%s is not valid UTF-8: replaced %d undecodable byte run(s)", path, text.count("\ufffd"))
+        return text
+
+
+def canonical_split(name: str) -> str | None:
+    """``"valid"`` -> ``"validation"``, ``"train"`` -> ``"train"``, unknown -> None."""
+    return SPLIT_ALIASES.get(str(name).strip().lower())
+
+
+def _split_from_path(relative: Path) -> str | None:
+    """The split a data file belongs to, from the words of its relative path (file name first)."""
+    parts = [relative.name.split(".")[0], *reversed(relative.parts[:-1])]
+    for part in parts:
+        for word in re.split(r"[^a-z]+", part.lower()):
+            if canonical_split(word):
+                return canonical_split(word)
+    return None
+
+
+def _allocate(counts: Sequence[int], n: int, floors: Sequence[int], caps: Sequence[int]) -> list[int]:
+    """Split ``n`` over classes proportionally to ``counts`` (largest remainder), within ``floors``..``caps``."""
+    total = sum(counts)
+    quota = [n * c / total for c in counts]
+    alloc = [min(cap, max(lo, int(q))) for q, lo, cap in zip(quota, floors, caps)]
+    while sum(alloc) < n:
+        room = [i for i in range(len(alloc)) if alloc[i] < caps[i]]
+        if not room:
+            break
+        alloc[max(room, key=lambda i: (quota[i] - alloc[i], -i))] += 1
+    while sum(alloc) > n:
+        room = [i for i in range(len(alloc)) if alloc[i] > floors[i]]
+        if not room:
+            break
+        alloc[max(room, key=lambda i: (alloc[i] - quota[i], -i))] -= 1
+    return alloc
+
+
+def stratified_sample(
+    labels: Sequence[Hashable], n: int, seed: int, *, keep_each_class: bool = False, leave_one: bool = False
+) -> list[int]:
+    """Sorted indices of a seeded sample of ``n`` items, stratified by label (proportional allocation).
+
+    ``keep_each_class``: every class gets at least one item when ``n`` allows; ``leave_one``: at least one item of
+    every class is left out of the sample (used to carve validation without emptying a class from train).
+    """
+    by_class: dict[Hashable, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_class[label].append(i)
+    classes = sorted(by_class, key=str)
+    counts = [len(by_class[c]) for c in classes]
+    floors = [1 if keep_each_class and n >= len(classes) else 0 for _ in classes]
+    caps = [c - 1 if leave_one else c for c in counts]
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for cls, k in zip(classes, _allocate(counts, n, floors, caps)):
+        chosen.extend(rng.permutation(by_class[cls])[:k].tolist())
+    return sorted(chosen)
+
+
+def _pick_column(columns: Sequence[str], explicit: str | None, preferred: str | None, candidates: Iterable[str],
+                 kind: str) -> str:
+    """The text/label column: ``explicit`` (must exist), else ``preferred``, else the first known candidate."""
+    if explicit is not None:
+        if explicit in columns:
+            return explicit
+        raise DatasetError(f"{kind} column {explicit!r} not found; columns found: {list(columns)}")
+    if preferred in columns:
+        return preferred
+    lowered = {str(c).lower(): c for c in columns}
+    for cand in candidates:
+        if cand in lowered:
+            return lowered[cand]
+    raise DatasetError(
+        f"no {kind} column found (looked for {list(candidates)}); columns found: {list(columns)}; "
+        f"pass {kind}_column=..."
+    )
+
+
+def _normalize_label(value):
+    """numpy scalars -> Python; integral floats -> int; strings stripped."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return value.strip()
+    return value
+
+
+def _is_missing(value) -> bool:
+    return (value is None or (isinstance(value, float) and np.isnan(value))
+            or (isinstance(value, str) and not value.strip()))
+
+
+# --------------------------------------------------------------------------------------------------- local readers
+
+
+@dataclass
+class _Source:
+    """Raw splits as DataFrames (any columns) + what is known about them."""
+
+    splits: dict[str, pd.DataFrame | datasets.Dataset]
+    data_format: str
+    location: str
+    class_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # column -> ClassLabel names
+
+
+def _read_json_table(path: Path) -> pd.DataFrame:
+    text = read_text_robust(path)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return pd.read_json(io.StringIO(text), lines=True)
+    if isinstance(obj, list):
+        return pd.DataFrame(obj)
+    if isinstance(obj, dict):
+        lists = [v for v in obj.values() if isinstance(v, list)]
+        if len(lists) == 1 and lists[0] and isinstance(lists[0][0], dict):
+            return pd.DataFrame(lists[0])  # {"data": [{...}, ...]}
+        return pd.DataFrame(obj)
+    raise DatasetError(f"{path}: expected a JSON list of records or a dict of columns, got {type(obj).__name__}")
+
+
+_TABLE_READERS = {
+    ".csv": lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""]),
+    ".tsv": lambda p: pd.read_csv(p, sep="\t", keep_default_na=False, na_values=[""]),
+    ".json": _read_json_table,
+    ".jsonl": lambda p: pd.read_json(p, lines=True),
+    ".parquet": pd.read_parquet,
+}
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix not in _TABLE_READERS:
+        raise DatasetError(f"unsupported file type {suffix or path.name!r} ({path}); supported: "
+                           f"{', '.join(SUPPORTED_SUFFIXES)}, or an aclImdb / Snips JSON / seq.in folder")
+    try:
+        return _TABLE_READERS[suffix](path)
+    except DatasetError:
+        raise
+    except Exception as err:  # pandas/pyarrow parse errors
+        raise DatasetError(f"cannot read {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+
+
+def _split_by_column(frame: pd.DataFrame, where: str) -> dict[str, pd.DataFrame]:
+    """A table with a ``split`` column -> one frame per split."""
+    groups: dict[str, pd.DataFrame] = {}
+    for value, group in frame.groupby("split", sort=False):
+        split = canonical_split(value)
+        if split is None:
+            raise DatasetError(f"{where}: unknown split {value!r} in the 'split' column; use train/validation/test")
+        groups[split] = pd.concat([groups[split], group]) if split in groups else group
+    return {k: v.drop(columns="split").reset_index(drop=True) for k, v in groups.items()}
+
+
+def _table_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _load_tabular(path: Path) -> dict[str, pd.DataFrame]:
+    """One table file (train, or split by its ``split`` column) or a folder of them (split from file names)."""
+    if path.is_file():
+        frame = _read_table(path)
+        return _split_by_column(frame, str(path)) if "split" in frame.columns else {"train": frame}
+    files = _table_files(path)
+    if not files:
+        raise DatasetError(f"no supported data found in {path}; supported: {', '.join(SUPPORTED_SUFFIXES)} files, "
+                           "an aclImdb tree, a Snips benchmark JSON folder or train|valid|test/{seq.in,label}")
+    by_split: dict[str, list[Path]] = defaultdict(list)
+    for f in files:
+        by_split[_split_from_path(f.relative_to(path)) or "?"].append(f)
+    unassigned = by_split.pop("?", [])
+    if not by_split:
+        by_split["train"], unassigned = unassigned, []
+    if unassigned:
+        logger.warning("ignoring %d file(s) in %s with no train/valid/test in their name: %s",
+                       len(unassigned), path, [f.name for f in unassigned])
+    return {split: pd.concat([_read_table(f) for f in fs], ignore_index=True) for split, fs in by_split.items()}
+
+
+def _imdb_sort_key(path: Path) -> tuple:
+    """aclImdb file names are ``<id>_<rating>.txt``: sort by numeric id."""
+    stem = path.stem.split("_")[0]
+    return (0, int(stem), path.name) if stem.isdigit() else (1, 0, path.name)
+
+
+def _find_acl_imdb_root(path: Path) -> Path | None:
+    for root in (path, path / "aclImdb"):
+        if any((root / split / lab).is_dir() for split in ("train", "test") for lab in ("pos", "neg")):
+            return root
+    return None
+
+
+def _load_acl_imdb(path: Path) -> dict[str, pd.DataFrame]:
+    """``train|test/{neg,pos}/<id>_<rating>.txt`` -> text + string label (``neg``/``pos``); ``unsup`` ignored."""
+    root = _find_acl_imdb_root(path)
+    splits = {}
+    for split in ("train", "test"):
+        rows = [
+            (read_text_robust(f), lab)
+            for lab in ("neg", "pos")
+            if (root / split / lab).is_dir()
+            for f in sorted((root / split / lab).glob("*.txt"), key=_imdb_sort_key)
+        ]
+        if (root / split).is_dir():
+            splits[split] = pd.DataFrame(rows, columns=["text", "label"])
+    return splits
+
+
+def _snips_json_files(path: Path, prefix: str) -> list[Path]:
+    patterns = [f"{'*/' * depth}{prefix}_*.json" for depth in range(4)]
+    return sorted({f for pattern in patterns for f in path.glob(pattern)})
+
+
+def _read_snips_json(path: Path) -> list[tuple[str, str]]:
+    """``{"<Intent>": [{"data": [{"text": ...}, ...]}, ...]}`` -> (utterance, intent) rows."""
+    try:
+        obj = json.loads(read_text_robust(path))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"cannot parse {path}: {err}") from err
+    try:
+        return [("".join(chunk["text"] for chunk in ex["data"]).strip(), intent)
+                for intent, examples in obj.items() for ex in examples]
+    except (AttributeError, KeyError, TypeError) as err:
+        raise DatasetError(f"{path} is not a Snips benchmark file ({{intent: [{{'data': [{{'text': ...}}]}}]}})") \
+            from err
+
+
+def _load_snips_json(path: Path) -> dict[str, pd.DataFrame]:
+    """Snips benchmark folder: ``train_<I>_full.json`` (else ``train_<I>.json``) -> train, ``validate_<I>.json`` -> test."""
+    train_files = _snips_json_files(path, "train")
+    full_dirs = {f.parent for f in train_files if f.stem.endswith("_full")}
+    train_files = [f for f in train_files if f.stem.endswith("_full") or f.parent not in full_dirs]
+    splits = {"train": train_files, "test": _snips_json_files(path, "validate")}
+    return {split: pd.DataFrame([row for f in files for row in _read_snips_json(f)], columns=["text", "label"])
+            for split, files in splits.items() if files}
+
+
+def _load_seq_in(path: Path) -> dict[str, pd.DataFrame]:
+    """``<split>/seq.in`` + ``<split>/label``: one example per line."""
+    splits = {}
+    for folder in sorted(p.parent for p in path.glob("*/seq.in")):
+        split = canonical_split(folder.name)
+        if split is None or not (folder / "label").is_file():
+            logger.warning("ignoring %s (not a train/valid/test folder with seq.in and label)", folder)
+            continue
+        texts = read_text_robust(folder / "seq.in").splitlines()
+        labels = read_text_robust(folder / "label").splitlines()
+        if len(texts) != len(labels):
+            raise DatasetError(f"{folder}: seq.in has {len(texts)} lines but label has {len(labels)}")
+        splits[split] = pd.DataFrame({"text": [t.strip() for t in texts], "label": labels})
+    return splits
+
+
+def detect_local_format(path: str | os.PathLike) -> str:
+    """One of :data:`LOCAL_FORMATS` for an existing file or folder."""
+    path = Path(path)
+    if path.is_file():
+        return "tabular"
+    if _find_acl_imdb_root(path) is not None:
+        return "aclImdb"
+    if _snips_json_files(path, "train") or _snips_json_files(path, "validate"):
+        return "snips-json"
+    if any(path.glob("*/seq.in")):
+        return "seq.in"
+    return "tabular"
+
+
+_LOCAL_LOADERS = {"aclImdb": _load_acl_imdb, "snips-json": _load_snips_json, "seq.in": _load_seq_in,
+                  "tabular": _load_tabular}
+_FORMAT_CITATIONS = {"aclImdb": IMDB_CITATION, "snips-json": SNIPS_CITATION}
+
+
+def _load_local(path: Path) -> _Source:
+    fmt = detect_local_format(path)
+    logger.info("loading %s as %s", path, fmt)
+    return _Source(_LOCAL_LOADERS[fmt](path), fmt, str(path))
+
+
+def _load_resource(filename: str) -> _Source:
+    ref = resources.files("ko_hf").joinpath("resources", filename)
+    with resources.as_file(ref) as path:
+        if not path.is_file():
+            raise DatasetError(f"packaged resource ko_hf/resources/{filename} is missing (broken install?)")
+        return _Source(_load_tabular(path), "tabular", f"package:ko_hf/resources/{filename}")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _load_hub(hub_id: str, name: str | None) -> _Source:
+    try:
+        dd = datasets.load_dataset(hub_id)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one clear DatasetError
+        message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        if isinstance(err, ConnectionError) or _offline() or "offline" in message.lower():
+            raise DatasetError(
+                f"cannot reach the Hugging Face Hub (offline?) to load {hub_id!r}; download it once or pass a local "
+                f"folder/file: {f'--dataset {name}=/path/to/data or ' if name else ''}--dataset /path/to/data "
+                f"({message})"
+            ) from err
+        raise DatasetError(f"could not load {hub_id!r} from the Hugging Face Hub: {message}") from err
+    if not isinstance(dd, datasets.DatasetDict):
+        dd = datasets.DatasetDict({"train": dd})
+    class_names = {col: tuple(feat.names) for ds in dd.values() for col, feat in ds.features.items()
+                   if isinstance(feat, datasets.ClassLabel)}
+    return _Source(dict(dd.items()), "hub", f"hub:{hub_id}", class_names)
+
+
+# --------------------------------------------------------------------------------------------------- resolution
+
+
+def _looks_like_path(spec: str) -> bool:
+    """Explicitly path-like: ``./x``, ``/x``, ``~/x``, ``x/``, ``a/b/c`` or a data file name (not ``owner/name``)."""
+    if spec.startswith((".", "/", "~")) or spec.endswith(("/", os.sep)):
+        return True
+    if Path(spec).suffix.lower() in SUPPORTED_SUFFIXES:
+        return True
+    return (os.sep in spec or "/" in spec) and not _HUB_ID.match(spec)
+
+
+def _existing_path(spec: str) -> Path:
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DatasetError(f"dataset path does not exist: {spec}")
+    return path
+
+
+def _resolve(spec: str) -> tuple[DatasetRecipe | None, Path | None, str | None]:
+    """``spec`` -> (recipe, local path, Hub id); exactly one of path / Hub id / recipe source is used."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise DatasetError(f"dataset must be a non-empty name, path or Hub id, got {spec!r}")
+    spec = spec.strip()
+    if spec in DATASET_RECIPES:
+        return DATASET_RECIPES[spec], None, DATASET_RECIPES[spec].hub_id
+    if "=" in spec and not Path(spec).exists():
+        name, location = (s.strip() for s in spec.split("=", 1))
+        if name not in DATASET_RECIPES:
+            raise DatasetError(f"unknown dataset recipe {name!r} in {spec!r}; known: {sorted(DATASET_RECIPES)}")
+        return DATASET_RECIPES[name], _existing_path(location), None
+    if Path(spec).expanduser().exists():
+        return None, Path(spec).expanduser(), None
+    if _looks_like_path(spec):
+        raise DatasetError(f"dataset path does not exist: {spec}")
+    if _HUB_ID.match(spec):
+        return None, None, spec
+    raise DatasetError(
+        f"unknown dataset {spec!r}: not a known name ({', '.join(sorted(DATASET_RECIPES))}), an existing path "
+        "or a Hub id owner/name"
+    )
+
+
+def _load_source(spec: str, recipe: DatasetRecipe | None, path: Path | None, hub_id: str | None) -> _Source:
+    if path is not None:
+        return _load_local(path)
+    if recipe is not None and recipe.resource:
+        return _load_resource(recipe.resource)
+    if hub_id:
+        return _load_hub(hub_id, recipe.name if recipe else None)
+    raise DatasetError(f"recipe {spec!r} has no default source; pass {spec}=/path/to/data")
+
+
+def _canonical_splits(source: _Source, recipe: DatasetRecipe | None) -> dict[str, pd.DataFrame]:
+    """Rename source splits to train/validation/test (recipe names first, then aliases); drop the rest."""
+    explicit = recipe.split_map() if recipe else {}
+    out: dict[str, list[pd.DataFrame]] = defaultdict(list)
+    for split, table in source.splits.items():
+        target = explicit.get(split) or canonical_split(split)
+        if target is None:
+            logger.info("ignoring split %r of %s", split, source.location)
+            continue
+        out[target].append(table.to_pandas() if isinstance(table, datasets.Dataset) else table)
+    if "train" not in out:
+        raise DatasetError(f"no train split in {source.location}; splits found: {sorted(source.splits)}")
+    return {s: pd.concat(out[s], ignore_index=True) if len(out[s]) > 1 else out[s][0] for s in SPLITS if s in out}
+
+
+# --------------------------------------------------------------------------------------------------- labels
+
+
+def _extract(frame: pd.DataFrame, text_col: str, label_col: str, where: str) -> tuple[list[str], list]:
+    """(texts, labels) of one split; rows missing either are dropped (logged)."""
+    texts, labels = frame[text_col].tolist(), [_normalize_label(v) for v in frame[label_col].tolist()]
+    if any(isinstance(y, (list, tuple, np.ndarray, dict)) for y in labels):
+        raise DatasetError(f"split {where}: column {label_col!r} holds lists (multi-label); one label per row needed")
+    keep = [i for i, (t, y) in enumerate(zip(texts, labels)) if not _is_missing(t) and not _is_missing(y)]
+    if len(keep) < len(texts):
+        logger.warning("%s: dropped %d row(s) with an empty text or label", where, len(texts) - len(keep))
+    if not keep:
+        raise DatasetError(f"split {where} is empty")
+    return [str(texts[i]) for i in keep], [labels[i] for i in keep]
+
+
+def _drop_unseen(split: str, texts: list[str], labels: list, seen: set, drop: bool) -> tuple[list[str], list]:
+    unseen = sorted({y for y in labels if y not in seen}, key=str)
+    if not unseen:
+        return texts, labels
+    if not drop:
+        raise DatasetError(f"{split} labels never seen in train: {unseen}; pass drop_unseen_eval_labels=True "
+                           "(--drop-unseen-eval-labels) to drop those rows")
+    keep = [i for i, y in enumerate(labels) if y in seen]
+    logger.warning("%s: dropped %d row(s) whose label is not in train: %s", split, len(labels) - len(keep), unseen)
+    if not keep:
+        raise DatasetError(f"split {split} is empty after dropping labels never seen in train")
+    return [texts[i] for i in keep], [labels[i] for i in keep]
+
+
+def _label_names(train_labels: Sequence, known: Sequence[str] | None) -> tuple[list[str], dict]:
+    """(names, raw label -> id). Integer labels with known names keep their ids; else names are sorted."""
+    values = set(train_labels)
+    if known and all(isinstance(v, int) for v in values):
+        bad = sorted(v for v in values if not 0 <= v < len(known))
+        if bad:
+            raise DatasetError(f"integer labels {bad} out of range for the {len(known)} label names {list(known)}")
+        return list(known), {i: i for i in range(len(known))}
+    if known and all(isinstance(v, str) for v in values):
+        unknown = sorted(values - set(known))
+        if unknown:
+            raise DatasetError(f"labels {unknown} are not among the recipe's label names {list(known)}")
+        return list(known), {name: i for i, name in enumerate(known)}
+    ordered = sorted(values)  # all int or all str (see _unify_label_types)
+    return [str(v) for v in ordered], {v: i for i, v in enumerate(ordered)}
+
+
+def _unify_label_types(splits: dict[str, tuple[list[str], list]]) -> dict[str, tuple[list[str], list]]:
+    """Labels all int or all str: anything else (mixed, non-integral floats) -> str, so ``0`` and ``"0"`` match."""
+    kinds = {type(y) for _, labels in splits.values() for y in labels}
+    if kinds not in ({int}, {str}):
+        return {s: (texts, [str(y) for y in labels]) for s, (texts, labels) in splits.items()}
+    return splits
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def _check_args(validation_fraction: float, max_train_samples: int | None, max_eval_samples: int | None) -> None:
+    if not 0.0 < validation_fraction < 1.0:
+        raise DatasetError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    for arg, value in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise DatasetError(f"{arg} must be a positive integer or None, got {value!r}")
+
+
+def _subset(texts: list[str], ids: list[int], limit: int | None, seed: int) -> tuple[list[str], list[int]]:
+    if limit is None or limit >= len(ids):
+        return texts, ids
+    idx = stratified_sample(ids, limit, seed, keep_each_class=True)
+    return [texts[i] for i in idx], [ids[i] for i in idx]
+
+
+def _carve_validation(texts: list[str], ids: list[int], fraction: float, seed: int):
+    """(train, validation) with a seeded, label-stratified validation share; every class keeps >= 1 train row."""
+    val_idx = stratified_sample(ids, max(1, round(fraction * len(ids))), seed, leave_one=True)
+    if not val_idx:
+        raise DatasetError(f"train split has too few rows ({len(ids)}) to carve a validation split")
+    chosen = set(val_idx)
+    train_idx = [i for i in range(len(ids)) if i not in chosen]
+    pick = lambda idx: ([texts[i] for i in idx], [ids[i] for i in idx])  # noqa: E731
+    return pick(train_idx), pick(val_idx)
+
+
+def load_text_classification(
+    dataset: str,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    validation_fraction: float = 0.1,
+    seed: int = 42,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    drop_unseen_eval_labels: bool = False,
+) -> TextClassificationData:
+    """Load ``dataset`` (recipe name, ``name=path``, local path or Hub id) as train/validation[/test] text+label.
+
+    ``validation_fraction`` is only used when the source has no validation split. ``max_train_samples`` /
+    ``max_eval_samples`` take seeded, label-stratified subsets of train / of validation and test. Raises
+    :class:`DatasetError` on any bad input.
+    """
+    _check_args(validation_fraction, max_train_samples, max_eval_samples)
+    recipe, path, hub_id = _resolve(dataset)
+    source = _load_source(dataset, recipe, path, hub_id)
+    frames = _canonical_splits(source, recipe)
+
+    columns = list(frames["train"].columns)
+    text_col = _pick_column(columns, text_column, recipe and recipe.text_column, TEXT_COLUMN_CANDIDATES, "text")
+    label_col = _pick_column(columns, label_column, recipe and recipe.label_column, LABEL_COLUMN_CANDIDATES, "label")
+    if text_col == label_col:
+        raise DatasetError(f"text and label column are the same ({text_col!r}); columns found: {columns}")
+    for split, frame in frames.items():
+        missing = [c for c in (text_col, label_col) if c not in frame.columns]
+        if missing:
+            raise DatasetError(f"split {split!r} lacks column(s) {missing}; columns found: {list(frame.columns)}")
+
+    raw = _unify_label_types({s: _extract(f, text_col, label_col, f"{s!r} of {source.location}")
+                              for s, f in frames.items()})
+    seen = set(raw["train"][1])
+    raw.update({s: _drop_unseen(s, *raw[s], seen, drop_unseen_eval_labels) for s in raw if s != "train"})
+
+    known = recipe.label_names if recipe and recipe.label_names else source.class_names.get(label_col)
+    names, to_id = _label_names(raw["train"][1], known)
+    encoded = {s: (texts, [to_id[y] for y in labels]) for s, (texts, labels) in raw.items()}
+
+    if "validation" not in encoded:
+        encoded["train"], encoded["validation"] = _carve_validation(*encoded["train"], validation_fraction, seed)
+        logger.info("carved validation (%d rows, %.0f%%, seed %d) from train", len(encoded["validation"][1]),
+                    100 * validation_fraction, seed)
+    limits = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
+    encoded = {s: _subset(*encoded[s], limits[s], seed) for s in SPLITS if s in encoded}
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    dd = datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": t, "label": y}, features=features)
+                               for s, (t, y) in encoded.items()})
+    citation = recipe.citation if recipe else _FORMAT_CITATIONS.get(source.data_format)
+    data = TextClassificationData(dd, names, recipe.name if recipe else dataset, source.location, citation,
+                                  source.data_format)
+    logger.info("%s", data.summary())
+    return data

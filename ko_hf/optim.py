@@ -1,0 +1,223 @@
+"""The optimizer side of KO: any ``torch.optim`` optimizer, plus collisions on flagged parameter groups.
+
+``ko_optimizer_class(torch.optim.AdamW)`` (exported as ``KOAdamW``) is a real subclass of the base optimizer:
+``state_dict``, ``param_groups``, LR schedulers, ``GradScaler`` and accelerate treat it exactly as the base
+optimizer. A parameter group takes part in collisions when it carries ``collision="soft"`` or ``"hard"``; every
+other group is stepped by the base optimizer alone. All KO settings, and the step counter that seeds hard
+collision, live in the parameter groups as primitives, so they round-trip through ``state_dict()`` (and
+``torch.load(weights_only=True)``) and survive parameter swaps by FSDP-style wrappers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Iterable
+
+import torch
+from transformers.utils import logging
+
+from .collision import hard_collision_with_count, soft_collision
+
+logger = logging.get_logger(__name__)
+
+COLLISION_TYPES = ("none", "soft", "hard")
+
+# Keys a flagged parameter group may carry, with their defaults.
+GROUP_DEFAULTS: dict[str, Any] = {
+    "collision": "none",
+    "coll_coef": 0.0,
+    "collision_distance_scale": 1.0,
+    "collision_include_self": False,
+    "collision_seed": 0,
+    "collision_step": 0,
+    "collision_names": None,
+}
+
+_MASK64 = (1 << 64) - 1
+
+
+def collision_generator_seed(seed: int, step: int, group_index: int = 0) -> int:
+    """A well-mixed 63-bit seed for (seed, optimizer step, group): SplitMix64 over the three numbers.
+
+    Every data-parallel rank computes the same value, and a resumed run computes what the uninterrupted run
+    did, so hard collision draws identical vectors everywhere.
+    """
+    state = 0
+    for value in (seed, step, group_index):
+        state = (state + (int(value) & _MASK64) + 0x9E3779B97F4A7C15) & _MASK64
+        mixed = state
+        mixed = ((mixed ^ (mixed >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        mixed = ((mixed ^ (mixed >> 27)) * 0x94D049BB133111EB) & _MASK64
+        state = mixed ^ (mixed >> 31)
+    return state >> 1
+
+
+def validate_collision_settings(
+    collision: Any, coef: Any, distance_scale: Any = 1.0, *, where: str = "collision"
+) -> None:
+    """Raises ``ValueError`` naming the bad value and what is valid."""
+    if collision not in COLLISION_TYPES:
+        raise ValueError(f"{where}={collision!r} is not a collision type; valid: {', '.join(COLLISION_TYPES)}")
+    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not math.isfinite(coef) or not 0 <= coef <= 1:
+        raise ValueError(f"coll_coef={coef!r} is invalid; it must be a number in [0, 1]")
+    if (
+        isinstance(distance_scale, bool)
+        or not isinstance(distance_scale, (int, float))
+        or not math.isfinite(distance_scale)
+        or distance_scale < 0
+    ):
+        raise ValueError(f"collision_distance_scale={distance_scale!r} is invalid; it must be a finite number >= 0")
+
+
+def _as_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Neurons as rows: a linear weight as is, a convolution kernel flattened to [out_channels, -1]."""
+    return tensor if tensor.dim() == 2 else tensor.reshape(tensor.shape[0], -1)
+
+
+def _reject_sharded(param: torch.Tensor, name: str) -> None:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without distributed
+        return
+    if isinstance(param, DTensor) or isinstance(param.grad, DTensor):
+        raise RuntimeError(
+            f"KO collisions need the whole gradient of {name!r} on every rank, but it is sharded (DTensor). "
+            "Keep the collision targets unsharded (e.g. leave the classification head out of FSDP), or use "
+            "collision='none'."
+        )
+
+
+class CollisionMixin:
+    """Adds KO collisions to a ``torch.optim.Optimizer``; see :func:`ko_optimizer_class`."""
+
+    param_groups: list[dict[str, Any]]
+
+    def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__(params, *args, **kwargs)
+        #: running per-target sums since the last ``pop_collision_stats()``, for logging; not part of the state.
+        self.collision_stats: dict[str, dict[str, Any]] = {}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        collision = param_group.get("collision", "none")
+        if collision != "none":
+            for key, default in GROUP_DEFAULTS.items():
+                param_group.setdefault(key, default)
+            validate_collision_settings(
+                collision, param_group["coll_coef"], param_group["collision_distance_scale"]
+            )
+            params = param_group["params"]
+            params = [params] if isinstance(params, torch.Tensor) else list(params)
+            param_group["params"] = params
+            names = param_group["collision_names"]
+            if names is None:
+                names = [f"group{len(self.param_groups)}.param{i}" for i in range(len(params))]
+            if len(names) != len(params):
+                raise ValueError(
+                    f"collision_names has {len(names)} names for {len(params)} parameters; give one name per parameter"
+                )
+            param_group["collision_names"] = list(names)
+            for name, param in zip(names, params):
+                if param.dim() < 2:
+                    raise ValueError(
+                        f"collision target {name!r} has shape {tuple(param.shape)}: collisions need a weight with "
+                        "neurons as rows (2-D, or a convolution kernel)"
+                    )
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def apply_collisions(self) -> None:
+        """Rewrites the gradients of flagged groups in place: soft or hard collision of each target."""
+        for index, group in enumerate(self.param_groups):
+            collision = group.get("collision", "none")
+            if collision == "none":
+                continue
+            generator = None
+            for name, param in zip(group["collision_names"], group["params"]):
+                if param.grad is None:
+                    continue
+                _reject_sharded(param, name)
+                grad = _as_rows(param.grad)
+                weight = _as_rows(param.detach())
+                accepted = None
+                if collision == "soft":
+                    new_grad = soft_collision(
+                        weight, grad, group["coll_coef"], include_self=group["collision_include_self"]
+                    )
+                else:
+                    if generator is None:
+                        seed = collision_generator_seed(group["collision_seed"], group["collision_step"], index)
+                        generator = torch.Generator(device=param.device).manual_seed(seed)
+                    new_grad, accepted = hard_collision_with_count(
+                        weight,
+                        grad,
+                        group["coll_coef"],
+                        generator=generator,
+                        distance_scale=group["collision_distance_scale"],
+                    )
+                self._record_stats(name, grad, new_grad, accepted)
+                if new_grad is not grad:
+                    grad.copy_(new_grad)
+            group["collision_step"] += 1
+
+    def _record_stats(self, name: str, grad: torch.Tensor, new_grad: torch.Tensor, accepted: int | None) -> None:
+        """Cheap running sums kept as tensors (no device synchronisation) until a logging step reads them."""
+        stats = self.collision_stats.setdefault(name, {"grad_change_ratio": 0.0, "steps": 0})
+        norm = torch.linalg.vector_norm(grad.float())
+        if new_grad is not grad:
+            change = torch.linalg.vector_norm(new_grad.float() - grad.float())
+            stats["grad_change_ratio"] = stats["grad_change_ratio"] + torch.where(norm > 0, change / norm, 0.0)
+        stats["steps"] += 1
+        if accepted is not None:
+            n = grad.shape[0]
+            stats["accepted_pairs"] = stats.get("accepted_pairs", 0) + accepted
+            stats["pairs"] = stats.get("pairs", 0) + n * (n - 1) // 2
+
+    def pop_collision_stats(self) -> dict[str, dict[str, float]]:
+        """Per target, the mean gradient change ratio ``‖g* - g‖ / ‖g‖`` and (hard) accepted-pair fraction
+        over the steps since the last call, with the raw pair counts; then starts counting afresh."""
+        result = {}
+        for name, stats in self.collision_stats.items():
+            steps = max(stats["steps"], 1)
+            values = {"grad_change_ratio": float(stats["grad_change_ratio"]) / steps}
+            if "pairs" in stats:
+                values["accepted_pairs"] = stats["accepted_pairs"]
+                values["pairs"] = stats["pairs"]
+                values["accepted_pair_fraction"] = stats["accepted_pairs"] / max(stats["pairs"], 1)
+            result[name] = values
+        self.collision_stats = {}
+        return result
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            # The closure's backward must run before the collision rewrites its gradients.
+            with torch.enable_grad():
+                loss = closure()
+        self.apply_collisions()
+        super().step()
+        return loss
+
+
+@functools.cache
+def ko_optimizer_class(base: type) -> type:
+    """The KO version of a ``torch.optim.Optimizer`` class: same constructor, plus collisions on flagged groups.
+
+    >>> KOSGD = ko_optimizer_class(torch.optim.SGD)
+    >>> opt = KOSGD([{"params": body}, {"params": [head.weight], "collision": "soft", "coll_coef": 0.1}], lr=0.1)
+    """
+    if isinstance(base, type) and issubclass(base, CollisionMixin):
+        return base
+    if not (isinstance(base, type) and issubclass(base, torch.optim.Optimizer)):
+        raise ValueError(f"KO needs a torch.optim.Optimizer subclass as its base optimizer, got {base!r}")
+    return type(
+        f"KO{base.__name__}",
+        (CollisionMixin, base),
+        {"__module__": __name__, "__doc__": f"{base.__name__} with KO collisions on flagged parameter groups."},
+    )
+
+
+KOAdamW = ko_optimizer_class(torch.optim.AdamW)
+KOSGD = ko_optimizer_class(torch.optim.SGD)
+KOAdamW.__qualname__ = "KOAdamW"
+KOSGD.__qualname__ = "KOSGD"

@@ -1,0 +1,371 @@
+"""Tests for ko_hf.data: every local format on tiny fixtures built in tmp_path, splits, labels and bad inputs."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pandas as pd
+import pytest
+
+from ko_hf.data import (
+    DATASET_RECIPES,
+    DatasetError,
+    DatasetRecipe,
+    detect_local_format,
+    load_text_classification,
+    read_text_robust,
+    register_recipe,
+    stratified_sample,
+)
+
+INTENTS = ("AddToPlaylist", "GetWeather", "PlayMusic")
+SURROGATE_PIZZA = b"\xed\xa0\xbc\xed\xbd\x95"  # U+1F355 stored as UTF-8-encoded UTF-16 surrogates (as in Snips)
+
+
+def make_rows(n_per_class=10, labels=("neg", "pos"), prefix="row"):
+    return [{"text": f"{prefix} {label} example {i}", "label": label}
+            for label in labels for i in range(n_per_class)]
+
+
+def write_table(path: Path, rows, **renamed) -> Path:
+    frame = pd.DataFrame(rows).rename(columns=renamed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        frame.to_csv(path, sep="\t", index=False)
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif suffix == ".json":
+        frame.to_json(path, orient="records")
+    elif suffix == ".parquet":
+        frame.to_parquet(path)
+    return path
+
+
+def column(data, split, name):
+    return list(data.dataset[split][name])
+
+
+def check_schema(data, splits=("train", "validation", "test")):
+    assert list(data.dataset) == list(splits)
+    for ds in data.dataset.values():
+        assert ds.column_names == ["text", "label"]
+        assert isinstance(ds.features["label"], datasets.ClassLabel)
+        assert ds.features["label"].names == data.label_names
+        assert all(isinstance(t, str) and t for t in list(ds["text"]))
+    assert data.id2label == dict(enumerate(data.label_names))
+    assert data.label2id == {n: i for i, n in enumerate(data.label_names)}
+
+
+# --------------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def acl_imdb(tmp_path):
+    root = tmp_path / "aclImdb"
+    for split, n in (("train", 10), ("test", 4)):
+        for lab, ratings in (("neg", (1, 2, 3, 4)), ("pos", (7, 8, 9, 10))):
+            folder = root / split / lab
+            folder.mkdir(parents=True)
+            for i in range(n):
+                (folder / f"{i}_{ratings[i % 4]}.txt").write_text(f"{split} {lab} review {i}<br />ok", "utf-8")
+    (root / "train" / "unsup").mkdir()
+    (root / "train" / "unsup" / "0_0.txt").write_text("unlabeled", "utf-8")
+    (root / "train" / "labeledBow.feat").write_text("0:1", "utf-8")
+    return root
+
+
+@pytest.fixture
+def snips_json(tmp_path):
+    root = tmp_path / "nlu-benchmark" / "2017-06-custom-intent-engines"
+    for intent in INTENTS:
+        folder = root / intent
+        folder.mkdir(parents=True)
+        for kind, n in (("train", 10), ("validate", 3)):
+            examples = [{"data": [{"text": f"{intent} {kind} "}, {"text": f"thing {i}", "entity": "x"}, {"text": " \n"}]}
+                        for i in range(n)]
+            name = f"train_{intent}_full.json" if kind == "train" else f"validate_{intent}.json"
+            raw = json.dumps({intent: examples}, indent=1).encode("utf-8")
+            if intent == "PlayMusic" and kind == "train":  # not strict UTF-8, like the real file
+                raw = raw.replace(b"thing 0", b"thing " + SURROGATE_PIZZA)
+            (folder / name).write_bytes(raw)
+        (folder / f"train_{intent}.json").write_text(json.dumps({intent: []}), "utf-8")  # small variant: ignored
+    return root
+
+
+@pytest.fixture
+def seq_in(tmp_path):
+    root = tmp_path / "snips"
+    for split, n in (("train", 6), ("valid", 2), ("test", 2)):
+        folder = root / split
+        folder.mkdir(parents=True)
+        texts = [f"play {split} song {i} " for i in range(n)] + [f"weather in city {i}" for i in range(n)]
+        labels = ["PlayMusic"] * n + ["GetWeather"] * n
+        (folder / "seq.in").write_text("\n".join(texts) + "\n", "utf-8")
+        (folder / "label").write_text("\n".join(labels) + "\n", "utf-8")
+        (folder / "seq.out").write_text("\n".join("O" for _ in texts) + "\n", "utf-8")
+    return root
+
+
+# --------------------------------------------------------------------------------------------------- formats
+
+
+def test_acl_imdb_tree(acl_imdb):
+    assert detect_local_format(acl_imdb) == "aclImdb"
+    data = load_text_classification(str(acl_imdb))
+    check_schema(data)
+    assert data.label_names == ["neg", "pos"]
+    assert data.data_format == "aclImdb" and "Maas" in data.citation
+    assert len(data.dataset["train"]) + len(data.dataset["validation"]) == 20  # unsup ignored
+    assert len(data.dataset["test"]) == 8
+    assert "train pos review 3<br />ok" in column(data, "train", "text") + column(data, "validation", "text")
+    # the parent folder works too, and the recipe binding keeps the recipe's name and label names
+    bound = load_text_classification(f"imdb={acl_imdb.parent}")
+    assert bound.name == "imdb" and bound.label_names == ["neg", "pos"]
+    assert column(bound, "test", "text") == column(data, "test", "text")
+
+
+def test_snips_json_folder(snips_json):
+    root = snips_json.parent.parent  # the repository root: the format is found below it
+    assert detect_local_format(root) == "snips-json"
+    data = load_text_classification(str(root))
+    check_schema(data)
+    assert data.label_names == sorted(INTENTS)
+    assert len(data.dataset["train"]) + len(data.dataset["validation"]) == 30  # train_*_full only
+    assert len(data.dataset["test"]) == 9  # validate_* -> test
+    assert Counter(column(data, "test", "label")) == {0: 3, 1: 3, 2: 3}
+    texts = column(data, "train", "text") + column(data, "validation", "text")
+    assert "PlayMusic train thing \U0001F355" in texts  # pieces joined, stripped, surrogates repaired
+    assert "Snips" in data.citation
+
+
+def test_read_text_robust_replaces_invalid_bytes(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_bytes(b'{"PlayMusic": [{"data": [{"text": "caf\xe9 \xff song"}]}]}')
+    text = read_text_robust(path)
+    assert "\ufffd" in text and json.loads(text)["PlayMusic"][0]["data"][0]["text"].endswith(" song")
+    (tmp_path / "ok.txt").write_bytes(b"\xef\xbb\xbfplain " + SURROGATE_PIZZA)
+    assert read_text_robust(tmp_path / "ok.txt") == "plain \U0001F355"
+
+
+def test_snips_json_with_invalid_byte_loads(snips_json):
+    target = snips_json / "PlayMusic" / "validate_PlayMusic.json"
+    target.write_bytes(target.read_bytes().replace(b"thing 1", b"thing \xff"))
+    data = load_text_classification(str(snips_json))
+    assert "PlayMusic validate thing \ufffd" in column(data, "test", "text")
+
+
+def test_seq_in_layout(seq_in):
+    assert detect_local_format(seq_in) == "seq.in"
+    data = load_text_classification(str(seq_in))
+    check_schema(data)
+    assert [len(data.dataset[s]) for s in ("train", "validation", "test")] == [12, 4, 4]
+    assert data.label_names == ["GetWeather", "PlayMusic"]
+    assert data.dataset["train"][0] == {"text": "play train song 0", "label": 1}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json", ".parquet"])
+def test_table_files_in_a_folder(tmp_path, suffix):
+    write_table(tmp_path / "d" / f"train{suffix}", make_rows(10, prefix='say "hi",\tthere'))
+    write_table(tmp_path / "d" / f"dev{suffix}", make_rows(2, prefix="dev"))
+    write_table(tmp_path / "d" / f"test{suffix}", make_rows(3, prefix="test"))
+    data = load_text_classification(str(tmp_path / "d"))
+    check_schema(data)
+    assert [len(data.dataset[s]) for s in ("train", "validation", "test")] == [20, 4, 6]
+    assert data.label_names == ["neg", "pos"]
+    assert data.dataset["train"][0]["text"] == 'say "hi",\tthere neg example 0'
+
+
+def test_single_file_is_train_and_columns_are_detected(tmp_path):
+    path = write_table(tmp_path / "intents.csv", make_rows(10, labels=("b", "a")), text="sentence", label="intent")
+    data = load_text_classification(str(path))
+    check_schema(data, ("train", "validation"))
+    assert data.label_names == ["a", "b"]  # sorted
+    assert (len(data.dataset["train"]), len(data.dataset["validation"])) == (18, 2)
+
+
+def test_explicit_columns_override_detection(tmp_path):
+    rows = [{"text": "ignore me", "label": 0, "utt": f"u{i}", "y": ["x", "y"][i % 2]} for i in range(20)]
+    data = load_text_classification(str(write_table(tmp_path / "a.parquet", rows)), text_column="utt",
+                                    label_column="y")
+    assert data.label_names == ["x", "y"]
+    assert set(column(data, "train", "text")) <= {f"u{i}" for i in range(20)}
+
+
+def test_split_column_and_hub_style_file_names(tmp_path):
+    rows = [dict(r, split=s) for s, n in (("train", 8), ("validation", 2), ("test", 2)) for r in make_rows(n)]
+    data = load_text_classification(str(write_table(tmp_path / "all.jsonl", rows)))
+    assert [len(data.dataset[s]) for s in ("train", "validation", "test")] == [16, 4, 4]
+    write_table(tmp_path / "hub" / "data" / "train-00000-of-00001.parquet", make_rows(5))
+    write_table(tmp_path / "hub" / "data" / "test-00000-of-00001.parquet", make_rows(2))
+    data = load_text_classification(str(tmp_path / "hub"))
+    assert list(data.dataset) == ["train", "validation", "test"] and len(data.dataset["test"]) == 4
+
+
+def test_integer_labels_keep_recipe_names(tmp_path):
+    rows = [{"text": f"t{i}", "label": i % 2, "rating": 1} for i in range(20)]
+    write_table(tmp_path / "imdb" / "train.parquet", rows)
+    write_table(tmp_path / "imdb" / "test.parquet", rows[:6])
+    plain = load_text_classification(str(tmp_path / "imdb"))
+    assert plain.label_names == ["0", "1"]
+    bound = load_text_classification(f"imdb={tmp_path / 'imdb'}")
+    assert bound.label_names == ["neg", "pos"] and bound.name == "imdb" and "Maas" in bound.citation
+    assert column(bound, "test", "label") == [0, 1, 0, 1, 0, 1]
+
+
+def test_demo_set():
+    data = load_text_classification("demo")
+    check_schema(data)
+    assert data.num_labels == 5 and data.source.startswith("package:")
+    assert [len(data.dataset[s]) for s in ("train", "validation", "test")] == [210, 45, 45]
+    assert set(Counter(column(data, "train", "label")).values()) == {42}
+    assert set(Counter(column(data, "test", "label")).values()) == {9}
+    all_texts = [t for split in data.dataset for t in column(data, split, "text")]
+    assert len(set(all_texts)) == 300
+
+
+# --------------------------------------------------------------------------------------------------- splits
+
+
+def carve(tmp_path, seed, **kwargs):
+    path = tmp_path / "c.csv"
+    if not path.exists():
+        write_table(path, make_rows(40, labels=("a", "b")) + make_rows(20, labels=("c",)))
+        write_table(tmp_path / "c" / "train.csv", make_rows(40, labels=("a", "b")) + make_rows(20, labels=("c",)))
+        write_table(tmp_path / "c" / "test.csv", make_rows(3, labels=("a", "b", "c"), prefix="t"))
+    return load_text_classification(str(tmp_path / "c"), seed=seed, **kwargs)
+
+
+def test_validation_is_carved_stratified_and_reproducible(tmp_path):
+    first, again, other = carve(tmp_path, 1), carve(tmp_path, 1), carve(tmp_path, 2)
+    val = column(first, "validation", "text")
+    assert Counter(column(first, "validation", "label")) == {0: 4, 1: 4, 2: 2}  # 10% of 40/40/20
+    assert len(first.dataset["train"]) == 90
+    assert not set(val) & set(column(first, "train", "text"))
+    assert val == column(again, "validation", "text")
+    assert val != column(other, "validation", "text")
+    assert column(first, "test", "text") == column(other, "test", "text")  # test untouched
+    assert len(carve(tmp_path, 1, validation_fraction=0.25).dataset["validation"]) == 25
+
+
+def test_max_samples_are_stratified_subsets(tmp_path):
+    data = carve(tmp_path, 3, max_train_samples=20, max_eval_samples=3)
+    assert Counter(column(data, "train", "label")) == {0: 8, 1: 8, 2: 4}
+    assert Counter(column(data, "validation", "label")) == {0: 1, 1: 1, 2: 1}
+    assert len(data.dataset["test"]) == 3
+    assert carve(tmp_path, 3, max_train_samples=10_000).dataset["train"].num_rows == 90
+
+
+def test_stratified_sample_keeps_each_class():
+    labels = ["a"] * 98 + ["b", "c"]
+    assert stratified_sample(labels, 10, seed=0) == stratified_sample(labels, 10, seed=0)
+    picked = [labels[i] for i in stratified_sample(labels, 10, seed=0, keep_each_class=True)]
+    assert Counter(picked) == {"a": 8, "b": 1, "c": 1}
+    assert stratified_sample(["a", "b"], 2, seed=0, leave_one=True) == []
+
+
+def test_unseen_eval_labels(tmp_path):
+    write_table(tmp_path / "u" / "train.csv", make_rows(5, labels=("a", "b")))
+    write_table(tmp_path / "u" / "test.csv", make_rows(2, labels=("a", "b", "zz")))
+    with pytest.raises(DatasetError, match=r"test labels never seen in train: \['zz'\]"):
+        load_text_classification(str(tmp_path / "u"))
+    data = load_text_classification(str(tmp_path / "u"), drop_unseen_eval_labels=True)
+    assert data.label_names == ["a", "b"] and len(data.dataset["test"]) == 4
+
+
+# --------------------------------------------------------------------------------------------------- bad input
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(DatasetError, match="unknown dataset 'imbd'.*demo, imdb, snips"):
+        load_text_classification("imbd")
+    with pytest.raises(DatasetError, match="unknown dataset recipe 'foo'"):
+        load_text_classification("foo=/tmp")
+
+
+@pytest.mark.parametrize("spec", ["./no/such/dir", "/no/such/file.csv", "imdb=/no/such/aclImdb", "data.parquet"])
+def test_missing_path(spec):
+    with pytest.raises(DatasetError, match="path does not exist"):
+        load_text_classification(spec)
+
+
+def test_missing_column_lists_columns(tmp_path):
+    path = write_table(tmp_path / "x.csv", make_rows(3), text="body", label="y")
+    with pytest.raises(DatasetError, match=r"no text column found.*columns found: \['body', 'y'\]"):
+        load_text_classification(str(path))
+    with pytest.raises(DatasetError, match=r"label column 'nope' not found; columns found: \['body', 'y'\]"):
+        load_text_classification(str(path), text_column="body", label_column="nope")
+
+
+def test_empty_split(tmp_path):
+    write_table(tmp_path / "e" / "train.csv", make_rows(3))
+    (tmp_path / "e" / "test.csv").write_text("text,label\n", "utf-8")
+    with pytest.raises(DatasetError, match="split 'test' .* is empty"):
+        load_text_classification(str(tmp_path / "e"))
+
+
+def test_unsupported_file_type(tmp_path):
+    (tmp_path / "data.xlsx").write_bytes(b"PK")
+    with pytest.raises(DatasetError, match=r"unsupported file type '\.xlsx'.*\.csv, \.tsv"):
+        load_text_classification(str(tmp_path / "data.xlsx"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no supported data found"):
+        load_text_classification(str(tmp_path / "empty"))
+
+
+def test_hub_id_offline_fails_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DatasetError, match=r"cannot reach the Hugging Face Hub \(offline\?\).*someone/nonexistent"):
+        load_text_classification("someone/nonexistent-dataset")
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(DatasetError, match="validation_fraction"):
+        load_text_classification("demo", validation_fraction=1.5)
+    with pytest.raises(DatasetError, match="max_train_samples"):
+        load_text_classification("demo", max_train_samples=0)
+    with pytest.raises(DatasetError, match="already registered"):
+        register_recipe(DatasetRecipe(name="demo", description="dup"))
+
+
+def test_register_recipe_for_a_local_dataset(tmp_path):
+    write_table(tmp_path / "mine" / "train.jsonl", [{"q": f"q{i}", "y": i % 3} for i in range(30)])
+    recipe = DatasetRecipe(name="mine-test", description="test", text_column="q", label_column="y",
+                           label_names=("x", "y", "z"))
+    register_recipe(recipe)
+    try:
+        data = load_text_classification(f"mine-test={tmp_path / 'mine'}")
+        assert data.label_names == ["x", "y", "z"] and data.name == "mine-test"
+        with pytest.raises(DatasetError, match="pass mine-test=/path/to/data"):
+            load_text_classification("mine-test")
+    finally:
+        DATASET_RECIPES.pop("mine-test")
+
+
+# --------------------------------------------------------------------------------------------------- real data
+
+
+SHARED = Path(__file__).parents[1] / ".." / "shared" / "data"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("spec, sizes, n_labels", [
+    ("snips/slotgated-slu", (13_084, 700, 700), 7),
+    ("snips/sonos-nlu-benchmark", (12_406, 1_378, 700), 7),
+    ("imdb", (22_500, 2_500, 25_000), 2),
+])
+def test_real_shared_data(spec, sizes, n_labels):
+    path = SHARED / spec
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    data = load_text_classification(str(path.resolve()))
+    check_schema(data)
+    assert tuple(len(data.dataset[s]) for s in ("train", "validation", "test")) == sizes
+    assert data.num_labels == n_labels
+    if spec == "imdb":  # 25k/25k: the carved validation comes out of the 25k train reviews
+        assert sum(sizes[:2]) == 25_000
+        assert load_text_classification(f"imdb={path.resolve()}").label_names == ["neg", "pos"]

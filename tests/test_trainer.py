@@ -1,0 +1,300 @@
+import pytest
+import torch
+from transformers import BertConfig, BertModel, HfArgumentParser, Trainer, TrainingArguments
+
+from ko_hf import (
+    KOAdamW,
+    KOTrainer,
+    KOTrainingArguments,
+    collision_generator_seed,
+    hard_collision,
+    soft_collision,
+)
+
+from tiny import tiny_bert, tiny_dataset
+
+COMMON = dict(
+    use_cpu=True,
+    per_device_train_batch_size=8,
+    learning_rate=2e-3,
+    max_steps=6,
+    logging_steps=2,
+    save_strategy="no",
+    report_to="none",
+    disable_tqdm=True,
+    seed=7,
+)
+
+
+def ko_args(tmp_path, **overrides):
+    return KOTrainingArguments(output_dir=str(tmp_path / "out"), **{**COMMON, **overrides})
+
+
+def train(trainer_cls, args, model=None, data=None, **kwargs):
+    model = model if model is not None else tiny_bert()
+    trainer = trainer_cls(model=model, args=args, train_dataset=data or tiny_dataset(), **kwargs)
+    trainer.train()
+    return trainer
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"weights differ: {different[:5]}"
+
+
+# ------------------------------------------------------------------ no collision is plain Trainer
+
+
+@pytest.mark.parametrize("setting", [dict(collision="none"), dict(collision="soft", coll_coef=0.0),
+                                     dict(collision="hard", coll_coef=0.0)])
+def test_no_collision_is_bitwise_plain_trainer(tmp_path, setting):
+    plain = train(Trainer, TrainingArguments(output_dir=str(tmp_path / "plain"), **COMMON))
+    ko = train(KOTrainer, ko_args(tmp_path, **setting))
+    assert_same_weights(weights(plain.model), weights(ko.model))
+
+
+# ------------------------------------------------------------------ what reaches AdamW
+
+
+class GradientRecorder:
+    """Test-only hook: the gradients when KO's step starts (after clipping and unscaling) and when AdamW's
+    own step starts (after the collision)."""
+
+    def __init__(self, monkeypatch):
+        self.before, self.at_base = [], []
+        real_apply = KOAdamW.apply_collisions
+        real_step = torch.optim.AdamW.step
+        recorder = self
+
+        def apply_collisions(opt):
+            recorder.before.append(recorder.snapshot(opt))
+            return real_apply(opt)
+
+        def base_step(opt, *args, **kwargs):
+            recorder.at_base.append(recorder.snapshot(opt))
+            return real_step(opt, *args, **kwargs)
+
+        monkeypatch.setattr(KOAdamW, "apply_collisions", apply_collisions)
+        monkeypatch.setattr(torch.optim.AdamW, "step", base_step)
+
+    @staticmethod
+    def snapshot(opt):
+        out = []
+        for index, group in enumerate(opt.param_groups):
+            for p in group["params"]:
+                if p.grad is not None:
+                    out.append((index, dict(group), p.detach().clone(), p.grad.detach().clone()))
+        return out
+
+
+def expected_gradient(group, index, weight, grad):
+    if group["collision"] == "soft":
+        return soft_collision(weight, grad, group["coll_coef"], include_self=group["collision_include_self"])
+    seed = collision_generator_seed(group["collision_seed"], group["collision_step"], index)
+    return hard_collision(weight, grad, group["coll_coef"], generator=torch.Generator().manual_seed(seed),
+                          distance_scale=group["collision_distance_scale"])
+
+
+def check_recorded(recorder, steps):
+    assert len(recorder.before) == len(recorder.at_base) == steps
+    collided = 0
+    for before, after in zip(recorder.before, recorder.at_base):
+        assert len(before) == len(after)
+        for (index, group, weight, grad), (_, _, _, handed) in zip(before, after):
+            if group.get("collision", "none") == "none":
+                assert torch.equal(grad, handed), "a parameter outside the targets had its gradient changed"
+            else:
+                expected = expected_gradient(group, index, weight, grad)
+                torch.testing.assert_close(handed, expected, rtol=1e-6, atol=1e-7)
+                collided += not torch.equal(handed, grad)
+    assert collided >= steps // 2, "the collision never changed the head's gradient"
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        dict(collision="soft", coll_coef=0.5),
+        dict(collision="hard", coll_coef=1.0),
+        dict(collision="soft", coll_coef=0.5, max_grad_norm=1e-3),  # clipping active on every step
+        dict(collision="hard", coll_coef=0.9, collision_distance_scale=1.0, max_grad_norm=1e-3),
+        dict(collision="soft", coll_coef=0.5, gradient_accumulation_steps=3),
+        dict(collision="hard", coll_coef=1.0, gradient_accumulation_steps=3),
+        dict(collision="soft", coll_coef=0.5, bf16=True),
+        dict(collision="hard", coll_coef=1.0, bf16=True, max_grad_norm=0.01),
+    ],
+    ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()),
+)
+def test_head_gradient_is_collision_of_clipped_unscaled_gradient(tmp_path, monkeypatch, setting):
+    recorder = GradientRecorder(monkeypatch)
+    trainer = train(KOTrainer, ko_args(tmp_path, **setting))
+    check_recorded(recorder, trainer.state.global_step)
+    assert trainer.state.global_step == COMMON["max_steps"]
+    if setting.get("max_grad_norm", 1.0) < 0.1:
+        for snapshot in recorder.before:
+            total = torch.sqrt(sum((grad.double() ** 2).sum() for *_, grad in snapshot))
+            assert total <= setting["max_grad_norm"] * (1 + 1e-4), "KO saw an unclipped gradient"
+
+
+def test_fp16_where_supported(tmp_path, monkeypatch):
+    try:
+        args = ko_args(tmp_path, collision="hard", coll_coef=1.0, fp16=True)
+    except ValueError as error:  # pragma: no cover - depends on the transformers build
+        pytest.skip(f"fp16 not available on CPU here: {error}")
+    recorder = GradientRecorder(monkeypatch)
+    try:
+        trainer = train(KOTrainer, args)
+    except (RuntimeError, ValueError) as error:  # pragma: no cover
+        pytest.skip(f"fp16 not available on CPU here: {error}")
+    # Steps the scaler skips (inf/NaN) never reach the optimizer; every step that did is checked.
+    check_recorded(recorder, len(recorder.before))
+    assert len(recorder.before) >= 1
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_ko_metrics_are_logged(tmp_path):
+    trainer = train(KOTrainer, ko_args(tmp_path, collision="hard", coll_coef=0.9))
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == COMMON["max_steps"] // COMMON["logging_steps"]
+    for entry in logs:
+        for key in ("ko/weight_correlation", "ko/neuron_similarity", "ko/accepted_pair_fraction",
+                    "ko/grad_change_ratio", "ko/classifier.weight/weight_correlation",
+                    "ko/classifier.weight/accepted_pair_fraction"):
+            assert key in entry, key
+        assert 0 <= entry["ko/accepted_pair_fraction"] <= 1
+        assert 0 < entry["ko/weight_correlation"] <= entry["ko/neuron_similarity"] <= 1
+    assert any(entry["ko/grad_change_ratio"] > 0 for entry in logs)
+
+
+def test_baseline_logs_condensation_but_no_collision_stats(tmp_path):
+    trainer = train(KOTrainer, ko_args(tmp_path, collision="none"))
+    entry = next(e for e in trainer.state.log_history if "loss" in e)
+    assert "ko/weight_correlation" in entry and "ko/grad_change_ratio" not in entry
+
+
+# ------------------------------------------------------------------ resume
+
+
+@pytest.mark.parametrize("collision", ["soft", "hard"])
+def test_resume_gives_the_same_weights(tmp_path, collision):
+    setting = dict(collision=collision, coll_coef=0.9, max_steps=8, save_strategy="steps", save_steps=4,
+                   per_device_train_batch_size=4)
+    straight = train(KOTrainer, ko_args(tmp_path / "straight", **setting))
+
+    class StopAt(TrainerCallbackStop):
+        step = 4
+
+    first = KOTrainer(model=tiny_bert(), args=ko_args(tmp_path / "resumed", **setting),
+                      train_dataset=tiny_dataset(), callbacks=[StopAt()])
+    first.train()
+    assert first.state.global_step == 4
+    checkpoint = tmp_path / "resumed" / "out" / "checkpoint-4"
+    assert checkpoint.is_dir()
+    resumed = KOTrainer(model=tiny_bert(seed=123), args=ko_args(tmp_path / "resumed", **setting),
+                        train_dataset=tiny_dataset())
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 8
+    assert_same_weights(weights(straight.model), weights(resumed.model))
+
+
+from transformers import TrainerCallback  # noqa: E402
+
+
+class TrainerCallbackStop(TrainerCallback):
+    step = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+# ------------------------------------------------------------------ arguments and bad input
+
+
+def test_defaults_and_validation(tmp_path):
+    args = ko_args(tmp_path)
+    assert args.collision == "soft" and args.coll_coef == 0.1 and args.collision_seed == COMMON["seed"]
+    assert ko_args(tmp_path, collision="hard").coll_coef == 0.6
+    with pytest.raises(ValueError, match=r"collision='elastic'.*none, soft, hard"):
+        ko_args(tmp_path, collision="elastic")
+    with pytest.raises(ValueError, match=r"coll_coef=1.5.*\[0, 1\]"):
+        ko_args(tmp_path, coll_coef=1.5)
+    with pytest.raises(ValueError, match=r"collision_distance_scale=-2"):
+        ko_args(tmp_path, collision="hard", collision_distance_scale=-2)
+
+
+def test_bad_targets_and_models_fail_at_construction(tmp_path):
+    with pytest.raises(ValueError, match=r"'decoder' matches no parameter.*classifier.weight"):
+        KOTrainer(model=tiny_bert(), args=ko_args(tmp_path, collision_targets=["decoder"]))
+    with pytest.raises(ValueError, match=r"classifier.bias.*\(3,\).*2-D"):
+        KOTrainer(model=tiny_bert(), args=ko_args(tmp_path, collision_targets=["classifier.bias"]))
+    encoder = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=16))
+    with pytest.raises(ValueError, match="no head outside its base model"):
+        KOTrainer(model=encoder, args=ko_args(tmp_path))
+    with pytest.raises(ValueError, match="needs KOTrainingArguments"):
+        KOTrainer(model=tiny_bert(), args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True))
+
+
+def test_user_optimizer_without_collisions_is_refused(tmp_path):
+    model = tiny_bert()
+    with pytest.raises(ValueError, match="silently skip collisions"):
+        KOTrainer(model=model, args=ko_args(tmp_path), optimizers=(torch.optim.AdamW(model.parameters()), None))
+
+
+def test_two_class_head_warns(tmp_path, caplog):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_propagation()
+    with caplog.at_level("WARNING"):
+        KOTrainer(model=tiny_bert(num_labels=2), args=ko_args(tmp_path))
+    assert "two-class head" in caplog.text
+
+
+def test_targets_with_pooler(tmp_path):
+    trainer = KOTrainer(model=tiny_bert(), args=ko_args(tmp_path, collision_targets=["head", "pooler"]))
+    assert trainer.collision_targets == ["bert.pooler.dense.weight", "classifier.weight"]
+    trainer.create_optimizer()
+    flagged = [g["collision_names"] for g in trainer.optimizer.param_groups if g.get("collision", "none") != "none"]
+    assert flagged == [["bert.pooler.dense.weight"], ["classifier.weight"]]
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+
+
+def test_optimizer_cls_and_kwargs_is_honoured(tmp_path):
+    trainer = KOTrainer(model=tiny_bert(), args=ko_args(tmp_path, collision="hard"),
+                        optimizer_cls_and_kwargs=(torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}))
+    trainer.create_optimizer()
+    assert isinstance(trainer.optimizer, torch.optim.SGD) and type(trainer.optimizer).__name__ == "KOSGD"
+    assert trainer.optimizer.param_groups[-1]["collision"] == "hard"
+
+
+def test_arguments_parse_from_flags_and_yaml(tmp_path):
+    parser = HfArgumentParser(KOTrainingArguments)
+    (args,) = parser.parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--collision", "hard", "--coll_coef", "0.7",
+         "--collision_targets", "head", "pooler", "--collision_distance_scale", "0.5", "--use_cpu", "true"]
+    )
+    assert (args.collision, args.coll_coef, args.collision_targets, args.collision_distance_scale) == (
+        "hard", 0.7, ["head", "pooler"], 0.5)
+    config = tmp_path / "args.yaml"
+    config.write_text(f"output_dir: {tmp_path}\ncollision: soft\ncoll_coef: 0.2\ncollision_include_self: true\n")
+    (from_yaml,) = parser.parse_yaml_file(str(config))
+    assert (from_yaml.collision, from_yaml.coll_coef, from_yaml.collision_include_self) == ("soft", 0.2, True)
+    with pytest.raises(SystemExit):
+        parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--collision", "elastic"])
+
+
+def test_arguments_are_saved_with_the_run(tmp_path):
+    trainer = train(KOTrainer, ko_args(tmp_path, collision="hard", coll_coef=0.8, max_steps=2))
+    trainer.save_model()
+    saved = torch.load(tmp_path / "out" / "training_args.bin", weights_only=False)
+    assert (saved.collision, saved.coll_coef) == ("hard", 0.8)
+    assert trainer.args.to_dict()["collision_distance_scale"] == trainer.args.collision_distance_scale

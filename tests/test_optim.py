@@ -1,0 +1,141 @@
+import io
+
+import pytest
+import torch
+
+from ko_hf import KOAdamW, KOSGD, collision_generator_seed, hard_collision, ko_optimizer_class, soft_collision
+
+
+def model_and_batch(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 5))
+    x, y = torch.randn(32, 6), torch.randint(5, (32,))
+    return model, x, y
+
+
+def groups(model, collision, coef=0.5, **extra):
+    head = model[2]
+    return [
+        {"params": [model[0].weight, model[0].bias, head.bias]},
+        {"params": [head.weight], "collision": collision, "coll_coef": coef, "collision_names": ["head"], **extra},
+    ]
+
+
+def backward(model, x, y):
+    model.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    return loss
+
+
+def test_is_a_real_subclass_of_the_base_optimizer():
+    model, *_ = model_and_batch()
+    opt = KOAdamW(groups(model, "soft"), lr=1e-3)
+    assert isinstance(opt, torch.optim.AdamW) and isinstance(opt, torch.optim.Optimizer)
+    assert ko_optimizer_class(torch.optim.AdamW) is KOAdamW
+    assert isinstance(KOSGD(groups(model, "hard"), lr=0.1), torch.optim.SGD)
+    with pytest.raises(ValueError, match="torch.optim.Optimizer subclass"):
+        ko_optimizer_class(dict)
+    scheduler = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.5, total_iters=4)
+    opt.step()  # no gradients yet: a no-op, but the scheduler wants a step first
+    scheduler.step()
+    assert opt.param_groups[1]["lr"] == pytest.approx(1e-3 * 0.625)
+
+
+@pytest.mark.parametrize("collision", ["soft", "hard"])
+def test_step_applies_the_collision_then_the_base_update(collision):
+    model, x, y = model_and_batch()
+    reference, _, _ = model_and_batch()
+    opt = KOSGD(groups(model, collision, coef=1.0), lr=0.1)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    backward(model, x, y)
+    backward(reference, x, y)
+    head, grad = model[2].weight.detach().clone(), model[2].weight.grad.clone()
+    if collision == "soft":
+        expected_grad = soft_collision(head, grad, 1.0)
+    else:
+        seed = collision_generator_seed(0, 0, 1)
+        expected_grad = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed))
+    opt.step()
+    ref_opt.step()
+    torch.testing.assert_close(model[2].weight, head - 0.1 * expected_grad)
+    torch.testing.assert_close(model[0].weight, reference[0].weight, rtol=0, atol=0)
+    assert not torch.allclose(model[2].weight, reference[2].weight)
+
+
+def test_closure_backward_runs_before_the_collision():
+    model, x, y = model_and_batch()
+    twin, _, _ = model_and_batch()
+    opt = KOAdamW(groups(model, "soft"), lr=1e-2)
+    twin_opt = KOAdamW(groups(twin, "soft"), lr=1e-2)
+    loss = opt.step(lambda: backward(model, x, y))
+    backward(twin, x, y)
+    twin_opt.step()
+    assert torch.is_tensor(loss)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_hard_draws_differ_per_step_and_state_round_trips_with_weights_only():
+    model, x, y = model_and_batch()
+    opt = KOAdamW(groups(model, "hard", coef=1.0, collision_seed=5), lr=1e-2)
+    for _ in range(3):
+        backward(model, x, y)
+        opt.step()
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state["param_groups"][1]["collision_step"] == 3
+    # A fresh optimizer loaded from the state continues exactly like the original one.
+    clone, _, _ = model_and_batch()
+    clone.load_state_dict(model.state_dict())
+    resumed = KOAdamW(groups(clone, "hard", coef=1.0, collision_seed=5), lr=1e-2)
+    resumed.load_state_dict(state)
+    for net, optimizer in ((model, opt), (clone, resumed)):
+        backward(net, x, y)
+        optimizer.step()
+    for a, b in zip(model.parameters(), clone.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_generator_seed_mixes_seed_step_and_group():
+    seeds = {collision_generator_seed(s, t, g) for s in range(3) for t in range(50) for g in range(3)}
+    assert len(seeds) == 3 * 50 * 3
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert collision_generator_seed(1, 2, 0) == collision_generator_seed(1, 2, 0)
+
+
+def test_bad_group_settings_are_rejected():
+    model, *_ = model_and_batch()
+    with pytest.raises(ValueError, match="'elastic' is not a collision type"):
+        KOAdamW(groups(model, "elastic"), lr=1e-3)
+    with pytest.raises(ValueError, match=r"coll_coef=2.*\[0, 1\]"):
+        KOAdamW(groups(model, "soft", coef=2), lr=1e-3)
+    with pytest.raises(ValueError, match="neurons as rows"):
+        KOAdamW([{"params": [model[2].bias], "collision": "soft", "coll_coef": 0.1}], lr=1e-3)
+    with pytest.raises(ValueError, match="one name per parameter"):
+        KOAdamW([{"params": [model[2].weight], "collision": "soft", "collision_names": ["a", "b"]}], lr=1e-3)
+
+
+def test_convolution_kernels_collide_as_flattened_rows():
+    conv = torch.nn.Conv2d(3, 8, 3)
+    opt = KOSGD([{"params": [conv.weight], "collision": "soft", "coll_coef": 0.5}, {"params": [conv.bias]}], lr=0.1)
+    conv(torch.randn(2, 3, 6, 6)).square().mean().backward()
+    grad = conv.weight.grad.clone()
+    weight = conv.weight.detach().clone()
+    opt.step()
+    expected = soft_collision(weight.reshape(8, -1), grad.reshape(8, -1), 0.5).reshape_as(grad)
+    torch.testing.assert_close(conv.weight, weight - 0.1 * expected)
+
+
+def test_collision_stats_are_kept_until_popped():
+    model, x, y = model_and_batch()
+    opt = KOAdamW(groups(model, "hard", coef=1.0), lr=1e-3)
+    for _ in range(2):
+        backward(model, x, y)
+        opt.step()
+    stats = opt.pop_collision_stats()
+    assert stats["head"]["accepted_pair_fraction"] == 1.0 and stats["head"]["pairs"] == 2 * 10
+    assert stats["head"]["grad_change_ratio"] > 0
+    assert opt.pop_collision_stats() == {}

@@ -18,7 +18,7 @@ logger = logging.get_logger(__name__)
 
 #: Default ``coll_coef`` per collision type and the default ``collision_distance_scale`` (λ); README, "Defaults",
 #: gives the measurements behind them.
-DEFAULT_COLL_COEF = {"none": 0.0, "soft": 0.1, "hard": 0.6}
+DEFAULT_COLL_COEF = {"none": 0.0, "soft": 0.1, "hard": 0.2}
 DEFAULT_DISTANCE_SCALE = 0.05
 
 
@@ -33,7 +33,7 @@ class KOTrainingArguments(TrainingArguments):
     )
     coll_coef: float | None = field(
         default=None,
-        metadata={"help": "Collision coefficient in [0, 1]; default: 0.1 for soft, 0.6 for hard (see README)."},
+        metadata={"help": "Collision coefficient in [0, 1]; default: 0.1 for soft, 0.2 for hard (see README)."},
     )
     collision_targets: list[str] | None = field(
         default=None,
@@ -86,6 +86,9 @@ class KOTrainer(Trainer):
         super().__init__(model, args, *pargs, **kwargs)
         self.collision_targets = self._resolve_targets()
         self._check_supported_setup()
+        from .modelcard import KOModelCardCallback  # facts for the model card; pass your own in callbacks=
+
+        self.model_card_callback = KOModelCardCallback.attach(self)
 
     # ------------------------------------------------------------------ set-up checks
 
@@ -201,6 +204,30 @@ class KOTrainer(Trainer):
         if isinstance(optimizer, CollisionMixin):
             metrics.update(_prefixed(optimizer.pop_collision_stats()))
         return metrics
+
+    # ------------------------------------------------------------------ model card
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Writes README.md in ``args.output_dir`` with the KO section, results and metadata (main process only;
+        also what ``push_to_hub`` uploads). Extra keywords: ``dataset_info``, ``reproduce_command``,
+        ``metrics``, ``plots``; see ``ko_hf.modelcard.write_model_card``. No network access."""
+        from .modelcard import write_model_card
+
+        write_model_card(self, language=language, license=license, tags=tags, model_name=model_name,
+                         finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags, dataset=dataset,
+                         dataset_args=dataset_args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs or "train_loss" in logs:

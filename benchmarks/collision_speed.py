@@ -26,7 +26,11 @@ import resource
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 import time
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model  # noqa: E402
 
 import torch
 
@@ -134,17 +138,6 @@ def measure_memory(n: int, d: int, device: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", str(n), "--device", device]
     result = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

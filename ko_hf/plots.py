@@ -213,16 +213,21 @@ def plot_condensation_curves(
             aggregate = "mean over targets" if suffix == "weight_correlation" else "max over targets"
             axis.plot(steps, values, color="black", linewidth=2.4, label=f"all targets ({aggregate})")
             drawn = True
-        if not drawn:
-            _no_data(axis)
-        else:
-            axis.legend(fontsize=8, loc="best")
-        axis.set_title(panel_title, fontsize=12)
-        axis.set_xlabel("training step", fontsize=10)
-        axis.set_ylabel(ylabel, fontsize=10)
-        axis.grid(alpha=0.3)
+        _finish_panel(axis, drawn, panel_title, ylabel, legend_size=8)
     fig.suptitle(title or "Condensation of the collision targets during training", fontsize=13)
     return _finish(fig, path)
+
+
+def _finish_panel(axis: Any, drawn: bool, title: str, ylabel: str, *, legend_size: int) -> None:
+    """Title, labels, grid and legend of a metric-against-step panel (or a 'no data' note)."""
+    if not drawn:
+        _no_data(axis)
+    else:
+        axis.legend(fontsize=legend_size, loc="best")
+    axis.set_title(title, fontsize=12)
+    axis.set_xlabel("training step", fontsize=10)
+    axis.set_ylabel(ylabel, fontsize=10)
+    axis.grid(alpha=0.3)
 
 
 def plot_condensation_comparison(
@@ -245,13 +250,6 @@ def plot_condensation_comparison(
                 axis.plot(steps, values, marker="." if len(steps) < 30 else None, linewidth=2.0,
                           color=f"C{index % 10}", label=str(name))
                 drawn = True
-        if not drawn:
-            _no_data(axis)
-        else:
-            axis.legend(fontsize=9, loc="best")
-        axis.set_title(panel_title, fontsize=12)
-        axis.set_xlabel("training step", fontsize=10)
-        axis.set_ylabel(ylabel, fontsize=10)
-        axis.grid(alpha=0.3)
+        _finish_panel(axis, drawn, panel_title, ylabel, legend_size=9)
     fig.suptitle(title or "Condensation of the head: runs compared", fontsize=13)
     return _finish(fig, path)

@@ -398,8 +398,12 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+#: Keys that say where a run lives or how it was started, not what it computes: a comparison folder can be moved.
+_LOCATION_KEYS = ("resume_from_checkpoint", "output_dir", "logging_dir")
+
+
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(_plain({k: v for k, v in config.items() if k != "resume_from_checkpoint"})))
+    return json.loads(json.dumps(_plain({k: v for k, v in config.items() if k not in _LOCATION_KEYS})))
 
 
 def _split_metrics(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -729,7 +733,7 @@ def run_comparison(
         if result_path.is_file():
             recorded = json.loads(result_path.read_text(encoding="utf-8")).get("config")
             if recorded is not None and _comparable(recorded) != _comparable(config):
-                changed = sorted(k for k in set(recorded) | set(config) if k != "resume_from_checkpoint"
+                changed = sorted(k for k in set(recorded) | set(config) if k not in _LOCATION_KEYS
                                  and _comparable({k: recorded.get(k)}) != _comparable({k: config.get(k)}))
                 raise ComparisonError(f"{result_path} was finished with a different config (keys {changed}); use another "
                                  "--output-dir or delete that run to redo it")

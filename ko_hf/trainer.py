@@ -207,27 +207,17 @@ class KOTrainer(Trainer):
 
     # ------------------------------------------------------------------ model card
 
-    def create_model_card(
-        self,
-        language: str | None = None,
-        license: str | None = None,
-        tags: str | list[str] | None = None,
-        model_name: str | None = None,
-        finetuned_from: str | None = None,
-        tasks: str | list[str] | None = None,
-        dataset_tags: str | list[str] | None = None,
-        dataset: str | list[str] | None = None,
-        dataset_args: str | list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def create_model_card(self, **kwargs: Any) -> None:
         """Writes README.md in ``args.output_dir`` with the KO section, results and metadata (main process only;
-        also what ``push_to_hub`` uploads). Extra keywords: ``dataset_info``, ``reproduce_command``,
-        ``metrics``, ``plots``; see ``ko_hf.modelcard.write_model_card``. No network access."""
+        also what ``push_to_hub`` uploads). No network access.
+
+        Takes ``Trainer.create_model_card``'s keywords (``language``, ``license``, ``tags``, ``model_name``,
+        ``finetuned_from``, ``tasks``, ``dataset_tags``, ``dataset``, ``dataset_args``) plus ``dataset_info``,
+        ``reproduce_command``, ``metrics`` and ``plots``; see :func:`ko_hf.modelcard.write_model_card`.
+        """
         from .modelcard import write_model_card
 
-        write_model_card(self, language=language, license=license, tags=tags, model_name=model_name,
-                         finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags, dataset=dataset,
-                         dataset_args=dataset_args, **kwargs)
+        write_model_card(self, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs or "train_loss" in logs:

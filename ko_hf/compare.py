@@ -9,8 +9,9 @@ every (setting, seed) pair through one runner (:func:`ko_hf.finetune.finetune` b
   data has no test split);
 * the paired difference to the baseline (AdamW: the first setting without collision) over the seeds both ran,
   with a Student-t confidence interval (95% by default);
-* the head's final weight correlation (``ko/weight_correlation``, last logged value) and the median step time
-  relative to the baseline's run of the same seed.
+* the head's weight correlation after training, on the target weights every run measures (with mixed targets,
+  e.g. ``head`` against ``head+pooler``, the classifier alone: like is compared with like), and the median step
+  time relative to the baseline's run of the same seed.
 
 A run is finished when its ``ko_result.json`` exists; a rerun skips it, and an unfinished run with checkpoints
 resumes from its last one. The statistics are small pure functions (:func:`mean_std`,
@@ -385,6 +386,7 @@ def _result_record(result: Any, setting: CollisionSetting, seed: int, config: Ma
         "label_names": list(getattr(result, "label_names", None) or []),
         "median_step_time": getattr(result, "median_step_time", None),
         "head_metrics": getattr(result, "head_metrics", None) or {},
+        "head_layers": getattr(result, "head_layers", None) or {},
         "final_ko_metrics": _final_ko_metrics(log_history),
         "log_history": log_history,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -463,6 +465,9 @@ class Comparison:
     missing: list[str] = field(default_factory=list)
     figure: str | None = None
     figure_note: str | None = None
+    #: The target weights the weight-correlation column averages over (those every run measured); empty when the
+    #: runs share none, and each run's own aggregate over its targets is reported.
+    correlation_layers: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain({
@@ -476,6 +481,7 @@ class Comparison:
             "missing_runs": self.missing,
             "figure": self.figure,
             "figure_note": self.figure_note,
+            "weight_correlation_layers": self.correlation_layers,
         })
 
 
@@ -499,12 +505,14 @@ def summarize(records: Sequence[Mapping[str, Any]], settings: Sequence[str], *, 
     if len(splits) > 1:
         logger.warning("runs report metrics on different splits (%s); compare with care", sorted(splits))
 
+    layers = _common_layers(r for runs in by_setting.values() for r in runs.values())
+
     def values(name: str) -> dict[int, dict[str, float | None]]:
         out = {}
         for seed, record in sorted(by_setting[name].items()):
             metrics = _split_metrics(record)[1]
             out[seed] = {m: _metric(metrics, m) for m in METRICS}
-            out[seed]["weight_correlation"] = _final_weight_correlation(record)
+            out[seed]["weight_correlation"] = _final_weight_correlation(record, layers)
             out[seed]["median_step_time"] = record.get("median_step_time")
         return out
 
@@ -525,12 +533,35 @@ def summarize(records: Sequence[Mapping[str, Any]], settings: Sequence[str], *, 
                                    mean_std(ratios), is_baseline=name == baseline))
         for seed, v in own.items():
             runs.append({"setting": name, "seed": seed, **v})
-    return Comparison(baseline, split, confidence, rows, runs)
+    return Comparison(baseline, split, confidence, rows, runs, correlation_layers=layers)
 
 
-def _final_weight_correlation(record: Mapping[str, Any]) -> float | None:
-    """The head's weight correlation after training: measured on the final model (``head_metrics``, which is the
-    best checkpoint under ``load_best_model_at_end``), else the last logged ``ko/weight_correlation``."""
+def _layer_correlations(record: Mapping[str, Any]) -> dict[str, float]:
+    """Weight correlation per target weight after training: measured on the final model (``head_layers``), else
+    (records written before it existed) the last logged ``ko/<name>/weight_correlation``."""
+    from .trainer import layer_condensation
+
+    layers = record.get("head_layers") or layer_condensation(record.get("final_ko_metrics") or {})
+    return {name: v["weight_correlation"] for name, v in layers.items() if "weight_correlation" in v}
+
+
+def _common_layers(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The target weights whose correlation every record has (runs that measured none are left out)."""
+    common: set[str] | None = None
+    for record in records:
+        names = set(_layer_correlations(record))
+        if names:
+            common = names if common is None else common & names
+    return sorted(common or ())
+
+
+def _final_weight_correlation(record: Mapping[str, Any], layers: Sequence[str] = ()) -> float | None:
+    """The head's weight correlation after training: the mean over ``layers`` when the run measured them all,
+    else its own aggregate: on the final model (``head_metrics``, the best checkpoint under
+    ``load_best_model_at_end``), else the last logged ``ko/weight_correlation``."""
+    own = _layer_correlations(record)
+    if layers and all(name in own for name in layers):
+        return sum(own[name] for name in layers) / len(layers)
     value = (record.get("head_metrics") or {}).get("weight_correlation")
     if value is None:
         value = (record.get("final_ko_metrics") or {}).get("ko/weight_correlation")
@@ -598,6 +629,14 @@ def summary_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _layers_text(layers: Sequence[str]) -> str:
+    if not layers:
+        return "each run's collision targets"
+    names = ", ".join(f"`{name}`" for name in layers)
+    return names + (" (the weight every run measures)" if len(layers) == 1 else
+                    " (averaged; the weights every run measures)")
+
+
 def render_markdown(comparison: Comparison) -> str:
     headers, rows = summary_table(comparison)
     info = comparison.info
@@ -616,8 +655,8 @@ def render_markdown(comparison: Comparison) -> str:
         f"Mean ± sample standard deviation (n−1) over seeds. Δ: mean of the paired differences to "
         f"`{comparison.baseline}` (same seed), with its {level} Student-t confidence interval (n−1 degrees of "
         f"freedom); an interval that contains 0 means no difference could be detected with these seeds. "
-        f"Head weight corr.: `ko/weight_correlation` at the end of training (mean |cos| between the head's rows; "
-        f"lower = less condensed). Step time: median seconds per optimizer step relative to `{comparison.baseline}` "
+        f"Head weight corr.: mean |cos| between the rows of {_layers_text(comparison.correlation_layers)} at the end "
+        f"of training (lower = less condensed). Step time: median seconds per optimizer step relative to `{comparison.baseline}` "
         f"with the same seed, mean over seeds.",
         "",
     ]

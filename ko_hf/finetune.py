@@ -35,7 +35,7 @@ from transformers.utils import logging
 
 from .data import TextClassificationData, load_text_classification
 from .metrics import compute_metrics
-from .trainer import KOTrainer, KOTrainingArguments
+from .trainer import KOTrainer, KOTrainingArguments, layer_condensation
 
 logger = logging.get_logger(__name__)
 
@@ -109,6 +109,9 @@ class FinetuneResult:
     #: Condensation of the collision targets (the head) after training: ``weight_correlation``,
     #: ``neuron_similarity`` (see :mod:`ko_hf.collision`); empty when the model has no 2-D head weights.
     head_metrics: dict[str, float] = field(default_factory=dict)
+    #: The same, per target weight: ``{"classifier.weight": {"weight_correlation": ..., ...}}``. With several
+    #: targets ``head_metrics`` aggregates them; this is what compares layer with layer across settings.
+    head_layers: dict[str, dict[str, float]] = field(default_factory=dict)
     #: False on the non-zero ranks of a distributed run (which save nothing and should print nothing).
     is_world_process_zero: bool = True
 
@@ -458,6 +461,7 @@ def run_prepared(prepared: PreparedFinetune) -> FinetuneResult:
     condensation = trainer.collision_metrics()
     head_metrics = {k: condensation[f"ko/{k}"] for k in ("weight_correlation", "neuron_similarity")
                     if f"ko/{k}" in condensation}
+    head_layers = layer_condensation(condensation)
 
     trainer.save_metrics("train", train_metrics)
     trainer.save_metrics("eval", eval_metrics)
@@ -487,6 +491,7 @@ def run_prepared(prepared: PreparedFinetune) -> FinetuneResult:
         card_path=str(card) if card.is_file() else None,
         metrics_path=str(metrics) if metrics.is_file() else None,
         head_metrics=head_metrics,
+        head_layers=head_layers,
         is_world_process_zero=trainer.is_world_process_zero(),
     )
 

@@ -225,6 +225,20 @@ class KOTrainer(Trainer):
         super().log(logs, start_time)
 
 
+CONDENSATION_METRICS = ("weight_correlation", "neuron_similarity")
+
+
+def layer_condensation(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``{"ko/classifier.weight/weight_correlation": x, ...}`` -> ``{"classifier.weight": {"weight_correlation": x}}``:
+    the per-target condensation among ``KOTrainer.collision_metrics()`` (or logged) values."""
+    layers: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        prefix, _, metric = key.rpartition("/")
+        if metric in CONDENSATION_METRICS and prefix.startswith("ko/") and isinstance(value, (int, float)):
+            layers.setdefault(prefix[len("ko/"):], {})[metric] = float(value)
+    return layers
+
+
 def _prefixed(stats: dict[str, dict[str, float]]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     accepted = pairs = 0

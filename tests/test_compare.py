@@ -21,6 +21,7 @@ from ko_hf.compare import (
     parse_seeds,
     parse_setting,
     parse_settings,
+    render_markdown,
     run_comparison,
     student_t_quantile,
     summarize,
@@ -258,6 +259,33 @@ def test_summarize_without_baseline_and_on_validation():
     assert comparison.settings[0].weight_correlation.n == 0
 
 
+def test_weight_correlation_compares_the_layers_every_run_measures():
+    """With head vs head+pooler targets, the column must not mix the pooler into some rows only."""
+    def record(setting, seed, layers, **extra):
+        return {"setting": setting, "collision": "none" if setting == "adamw" else "hard", "seed": seed,
+                "config": {}, "test_metrics": {"test_accuracy": 0.9, "test_macro_f1": 0.9}, **extra}
+
+    records = [
+        # an older record: only the logged per-layer values
+        record("adamw", 1, None, final_ko_metrics={"ko/classifier.weight/weight_correlation": 0.2,
+                                                   "ko/weight_correlation": 0.2}),
+        record("hard+pooler", 1, None, head_metrics={"weight_correlation": 0.3},
+               head_layers={"classifier.weight": {"weight_correlation": 0.1, "neuron_similarity": 0.2},
+                            "bert.pooler.dense.weight": {"weight_correlation": 0.5}}),
+    ]
+    comparison = summarize(records, ["adamw", "hard+pooler"])
+    assert comparison.correlation_layers == ["classifier.weight"]
+    assert [s.weight_correlation.mean for s in comparison.settings] == [pytest.approx(0.2), pytest.approx(0.1)]
+    assert comparison.to_dict()["weight_correlation_layers"] == ["classifier.weight"]
+    assert "`classifier.weight` (the weight every run measures)" in render_markdown(comparison)
+
+    # no layer in common: each run's own aggregate
+    records[0]["final_ko_metrics"] = {"ko/other.weight/weight_correlation": 0.2, "ko/weight_correlation": 0.2}
+    comparison = summarize(records, ["adamw", "hard+pooler"])
+    assert comparison.correlation_layers == []
+    assert [s.weight_correlation.mean for s in comparison.settings] == [pytest.approx(0.2), pytest.approx(0.3)]
+
+
 # ------------------------------------------------------------------ the CLI command
 
 
@@ -343,6 +371,7 @@ def test_real_comparison_of_a_tiny_bert(tmp_path):
     assert data["settings"][1]["accuracy_diff"]["n"] == 2 and data["settings"][1]["accuracy_diff"]["low"] is not None
     record = json.loads((tmp_path / "cmp" / "hard_coef-0.9" / "seed-1" / RESULT_FILE).read_text())
     assert record["median_step_time"] > 0 and record["log_history"]
+    assert set(record["head_layers"]) == {"classifier.weight"} == set(data["weight_correlation_layers"])
     assert record["final_ko_metrics"]["ko/accepted_pair_fraction"] >= 0
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| adamw | none (AdamW) | 2 |" in md and "hard, coef=0.9, λ=0.05" in md

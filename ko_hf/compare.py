@@ -629,6 +629,15 @@ def summary_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _plot_layer(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """None when every run has the same targets (their aggregate curves compare); else a target weight they share."""
+    targets = {frozenset(_layer_correlations(r)) for r in records} - {frozenset()}
+    if len(targets) <= 1:
+        return None
+    common = _common_layers(records)
+    return common[0] if common else None
+
+
 def _layers_text(layers: Sequence[str]) -> str:
     if not layers:
         return "each run's collision targets"
@@ -656,8 +665,8 @@ def render_markdown(comparison: Comparison) -> str:
         f"`{comparison.baseline}` (same seed), with its {level} Student-t confidence interval (n−1 degrees of "
         f"freedom); an interval that contains 0 means no difference could be detected with these seeds. "
         f"Head weight corr.: mean |cos| between the rows of {_layers_text(comparison.correlation_layers)} at the end "
-        f"of training (lower = less condensed). Step time: median seconds per optimizer step relative to `{comparison.baseline}` "
-        f"with the same seed, mean over seeds.",
+        f"of training (lower = less condensed). Step time: median seconds per optimizer step relative to "
+        f"`{comparison.baseline}` with the same seed, mean over seeds.",
         "",
     ]
     if comparison.missing:
@@ -847,9 +856,10 @@ def _plot(records: Sequence[Mapping[str, Any]], settings: Sequence[CollisionSett
     if not matplotlib_available():
         return None, "not drawn: matplotlib is not installed (pip install 'ko-hf[plots]')"
     histories = {n: list(by_key[(n, seed)].get("log_history") or []) for n in names}
+    layer = _plot_layer([by_key[(n, seed)] for n in names])
     try:
-        path = plot_condensation_comparison(histories, root / "comparison.png",
-                                            title=f"Condensation of the head, seed {seed}")
+        path = plot_condensation_comparison(histories, root / "comparison.png", layer=layer,
+                                            title=f"Condensation of {layer or 'the head'}, seed {seed}")
     except Exception as err:  # the figure is optional: never lose the numbers over it
         logger.warning("comparison figure not drawn: %s", err)
         return None, f"not drawn: {err}"

@@ -230,22 +230,32 @@ def _finish_panel(axis: Any, drawn: bool, title: str, ylabel: str, *, legend_siz
     axis.grid(alpha=0.3)
 
 
+def comparison_series(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]], layer: str | None = None
+) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+    """``{metric: {run: (steps, values)}}`` for the condensation metrics: each run's aggregate ``ko/<metric>``, or
+    ``ko/<layer>/<metric>`` when ``layer`` is given (runs whose targets differ compare on a layer they share)."""
+    prefix = f"ko/{layer}/" if layer else "ko/"
+    return {suffix: {name: _steps_and_values(history or [], prefix + suffix) for name, history in histories.items()}
+            for suffix, _, _ in _METRICS}
+
+
 def plot_condensation_comparison(
-    histories: dict[str, list[dict]], path: str | os.PathLike, title: str | None = None
+    histories: dict[str, list[dict]], path: str | os.PathLike, title: str | None = None, layer: str | None = None
 ) -> Path:
     """One figure comparing runs, e.g. ``{"AdamW": log_history, "soft": ..., "hard": ...}``.
 
-    Two panels (weight correlation, neuron similarity) with one line per run: the aggregate ``ko/`` metric
-    of each run's ``log_history`` against the training step.
+    Two panels (weight correlation, neuron similarity) with one line per run against the training step: the
+    aggregate ``ko/`` metric of each run's ``log_history``, or that of ``layer`` (see :func:`comparison_series`).
     """
     if not histories:
         raise ValueError("plot_condensation_comparison needs at least one run: {name: log_history}")
+    series = comparison_series(histories, layer)
     fig = _figure(11.5, 4.4)
     axes = fig.subplots(1, 2)
     for axis, (suffix, panel_title, ylabel) in zip(axes, _METRICS):
         drawn = False
-        for index, (name, history) in enumerate(histories.items()):
-            steps, values = _steps_and_values(history or [], f"ko/{suffix}")
+        for index, (name, (steps, values)) in enumerate(series[suffix].items()):
             if steps:
                 axis.plot(steps, values, marker="." if len(steps) < 30 else None, linewidth=2.0,
                           color=f"C{index % 10}", label=str(name))

@@ -14,6 +14,7 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 from typer.testing import CliRunner
 
 from ko_hf.compare import (
+    _plot_layer,
     RESULT_FILE,
     ComparisonError,
     mean_std,
@@ -278,6 +279,8 @@ def test_weight_correlation_compares_the_layers_every_run_measures():
     assert [s.weight_correlation.mean for s in comparison.settings] == [pytest.approx(0.2), pytest.approx(0.1)]
     assert comparison.to_dict()["weight_correlation_layers"] == ["classifier.weight"]
     assert "`classifier.weight` (the weight every run measures)" in render_markdown(comparison)
+    assert _plot_layer(records) == "classifier.weight"  # the figure follows the same layer
+    assert _plot_layer(records[:1]) is None  # same targets everywhere: the aggregate curves compare
 
     # no layer in common: each run's own aggregate
     records[0]["final_ko_metrics"] = {"ko/other.weight/weight_correlation": 0.2, "ko/weight_correlation": 0.2}

@@ -8,6 +8,7 @@ from huggingface_hub import ModelCard
 
 from ko_hf import KOTrainer, KOTrainingArguments
 from ko_hf.plots import (
+    comparison_series,
     neuron_order,
     plot_condensation_comparison,
     plot_condensation_curves,
@@ -101,6 +102,16 @@ def test_curves_and_comparison_are_png(tmp_path):
     assert_png(path)
     with pytest.raises(ValueError):
         plot_condensation_comparison({}, tmp_path / "none.png")
+
+
+def test_comparison_series_can_follow_one_layer():
+    runs = {"adamw": [{"step": 2, "ko/weight_correlation": 0.2, "ko/classifier.weight/weight_correlation": 0.2}],
+            "hard+pooler": [{"step": 2, "ko/weight_correlation": 0.3, "ko/classifier.weight/weight_correlation": 0.1,
+                             "ko/pooler.weight/weight_correlation": 0.5}]}
+    assert comparison_series(runs)["weight_correlation"] == {"adamw": ([2], [0.2]), "hard+pooler": ([2], [0.3])}
+    by_layer = comparison_series(runs, layer="classifier.weight")
+    assert by_layer["weight_correlation"] == {"adamw": ([2], [0.2]), "hard+pooler": ([2], [0.1])}
+    assert by_layer["neuron_similarity"] == {"adamw": ([], []), "hard+pooler": ([], [])}
 
 
 def tiny_run(out_dir, **overrides):

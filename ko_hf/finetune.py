@@ -35,7 +35,7 @@ from transformers.utils import logging
 
 from .data import TextClassificationData, load_text_classification
 from .metrics import compute_metrics
-from .trainer import KOTrainer, KOTrainingArguments, layer_condensation
+from .trainer import CONDENSATION_METRICS, KOTrainer, KOTrainingArguments, layer_condensation
 
 logger = logging.get_logger(__name__)
 
@@ -459,8 +459,7 @@ def run_prepared(prepared: PreparedFinetune) -> FinetuneResult:
     test_metrics = (trainer.evaluate(prepared.test_dataset, metric_key_prefix="test")
                     if prepared.test_dataset is not None else None)
     condensation = trainer.collision_metrics()
-    head_metrics = {k: condensation[f"ko/{k}"] for k in ("weight_correlation", "neuron_similarity")
-                    if f"ko/{k}" in condensation}
+    head_metrics = {k: condensation[f"ko/{k}"] for k in CONDENSATION_METRICS if f"ko/{k}" in condensation}
     head_layers = layer_condensation(condensation)
 
     trainer.save_metrics("train", train_metrics)

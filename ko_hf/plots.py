@@ -23,6 +23,8 @@ __all__ = [
     "plot_similarity_heatmaps",
     "plot_condensation_curves",
     "plot_condensation_comparison",
+    "CURVE_MIN_SPAN",
+    "condensation_ylim",
 ]
 
 PLOTS_INSTALL_HINT = 'pip install "ko-hf[plots]"'
@@ -32,6 +34,32 @@ _METRICS = (
     ("weight_correlation", "Weight correlation", "mean |cos(w_i, w_j)|, i ≠ j"),
     ("neuron_similarity", "Neuron similarity", "max |cos(w_i, w_j)|, i ≠ j"),
 )
+
+
+#: The y axis of a condensation curve spans at least this much (in |cos| units; both metrics live in [0, 1]).
+#: Run-to-run noise of a head's weight correlation is ~0.01 (README, CPU study: 0.045 ± 0.010 over 3 seeds), so a
+#: change of 0.01 fills a fifth of the panel, while an auto-scaled axis would blow a change of 0.00003 up into a
+#: cliff that is only float noise.
+CURVE_MIN_SPAN = 0.05
+
+
+def condensation_ylim(values: Sequence[float], min_span: float = CURVE_MIN_SPAN) -> tuple[float, float]:
+    """y limits of a condensation panel: the data with a 5 % margin, but never narrower than ``min_span``,
+    centred on the data and kept inside [0, 1] (the range of both metrics)."""
+    finite = [float(v) for v in values if v == v and abs(v) != float("inf")]
+    if not finite:
+        return 0.0, 1.0
+    low, high = min(finite), max(finite)
+    span = min(max((high - low) * 1.1, min_span), 1.0)
+    bottom = (low + high) / 2 - span / 2
+    bottom = min(max(bottom, 0.0), 1.0 - span)
+    return bottom, bottom + span
+
+
+def plain_text(text: Any) -> str:
+    """``text`` for a matplotlib label, shown as written: ``$`` would start mathtext (and a bad formula raises
+    at save time), a newline would break the layout."""
+    return str(text).replace("\n", "\\n").replace("\r", "\\r").replace("$", r"\$")
 
 
 def _figure(width: float, height: float):
@@ -134,9 +162,9 @@ def plot_similarity_heatmaps(
     image = None
     for axis, matrix, label in zip(axes, panels, (start_label, end_label)):
         image = axis.imshow(matrix, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
-        axis.set_title(label, fontsize=12)
+        axis.set_title(plain_text(label), fontsize=12)
         if n <= 16:  # few neurons: name each one
-            names = [str(neuron_labels[int(i)]) if neuron_labels is not None and int(i) < len(neuron_labels)
+            names = [plain_text(neuron_labels[int(i)]) if neuron_labels is not None and int(i) < len(neuron_labels)
                      else str(int(i)) for i in order]
             axis.set_xticks(range(n), names, fontsize=8, rotation=45 if neuron_labels is not None else 0,
                             ha="right" if neuron_labels is not None else "center")
@@ -157,7 +185,7 @@ def plot_similarity_heatmaps(
     colorbar = fig.colorbar(image, ax=list(axes), shrink=0.85, pad=0.02)
     colorbar.set_label("cos(w_i, w_j)", fontsize=10)
     colorbar.set_ticks([-1.0, -0.5, 0.0, 0.5, 1.0])
-    heading = title or "Cosine similarity of the neurons"
+    heading = plain_text(title or "Cosine similarity of the neurons")
     fig.suptitle(f"{heading}\n{n} neurons × {d} inputs; order: clustering of the end weights", fontsize=12)
     return _finish(fig, path)
 
@@ -200,30 +228,33 @@ def plot_condensation_curves(
     fig = _figure(11.5, 4.4)
     axes = fig.subplots(1, 2)
     for axis, (suffix, panel_title, ylabel) in zip(axes, _METRICS):
-        drawn = False
+        drawn: list[float] = []
         targets = _target_names(log_history, suffix)
         for index, name in enumerate(targets):
             steps, values = _steps_and_values(log_history, f"ko/{name}/{suffix}")
             if steps:
                 axis.plot(steps, values, marker="." if len(steps) < 30 else None, linewidth=1.4, alpha=0.8,
-                          color=f"C{index % 10}", label=name)
-                drawn = True
+                          color=f"C{index % 10}", label=plain_text(name))
+                drawn += values
         steps, values = _steps_and_values(log_history, f"ko/{suffix}")
         if steps and len(targets) != 1:
             aggregate = "mean over targets" if suffix == "weight_correlation" else "max over targets"
             axis.plot(steps, values, color="black", linewidth=2.4, label=f"all targets ({aggregate})")
-            drawn = True
+            drawn += values
         _finish_panel(axis, drawn, panel_title, ylabel, legend_size=8)
-    fig.suptitle(title or "Condensation of the collision targets during training", fontsize=13)
+    fig.suptitle(plain_text(title or "Condensation of the collision targets during training"), fontsize=13)
     return _finish(fig, path)
 
 
-def _finish_panel(axis: Any, drawn: bool, title: str, ylabel: str, *, legend_size: int) -> None:
-    """Title, labels, grid and legend of a metric-against-step panel (or a 'no data' note)."""
+def _finish_panel(axis: Any, drawn: Sequence[float], title: str, ylabel: str, *, legend_size: int) -> None:
+    """Title, labels, grid, legend and y range (:func:`condensation_ylim` of the values ``drawn``) of a
+    metric-against-step panel, or a 'no data' note."""
     if not drawn:
         _no_data(axis)
     else:
         axis.legend(fontsize=legend_size, loc="best")
+        axis.set_ylim(*condensation_ylim(drawn))
+        axis.ticklabel_format(axis="y", useOffset=False)  # no "+0.0599" offset that hides the scale
     axis.set_title(title, fontsize=12)
     axis.set_xlabel("training step", fontsize=10)
     axis.set_ylabel(ylabel, fontsize=10)
@@ -254,12 +285,12 @@ def plot_condensation_comparison(
     fig = _figure(11.5, 4.4)
     axes = fig.subplots(1, 2)
     for axis, (suffix, panel_title, ylabel) in zip(axes, _METRICS):
-        drawn = False
+        drawn: list[float] = []
         for index, (name, (steps, values)) in enumerate(series[suffix].items()):
             if steps:
                 axis.plot(steps, values, marker="." if len(steps) < 30 else None, linewidth=2.0,
-                          color=f"C{index % 10}", label=str(name))
-                drawn = True
+                          color=f"C{index % 10}", label=plain_text(name))
+                drawn += values
         _finish_panel(axis, drawn, panel_title, ylabel, legend_size=9)
-    fig.suptitle(title or "Condensation of the head: runs compared", fontsize=13)
+    fig.suptitle(plain_text(title or "Condensation of the head: runs compared"), fontsize=13)
     return _finish(fig, path)

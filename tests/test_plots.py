@@ -173,3 +173,66 @@ def test_card_without_matplotlib_still_renders_and_says_how_to_get_pictures(tmp_
     assert ".png)" not in card.text
     assert not list(out.glob("*.png"))
     assert "collision-hard" in card.data.tags
+
+
+# ------------------------------------------------------------------ y range, labels
+
+
+@pytest.fixture
+def drawn_axes(monkeypatch):
+    """The y limits of every panel each plot function drew (read before the figure is cleared)."""
+    import ko_hf.plots as plots
+
+    limits = []
+    finish = plots._finish
+
+    def capture(fig, path):
+        limits.append([axis.get_ylim() for axis in fig.axes if axis.get_label() != "<colorbar>"])
+        return finish(fig, path)
+
+    monkeypatch.setattr(plots, "_finish", capture)
+    return limits
+
+
+def flat_history(start, change, steps=10):
+    return [{"step": s, "ko/classifier.weight/weight_correlation": start + change * s / steps,
+             "ko/classifier.weight/neuron_similarity": 2 * start + change * s / steps,
+             "ko/weight_correlation": start + change * s / steps,
+             "ko/neuron_similarity": 2 * start + change * s / steps} for s in range(0, steps + 1, 2)]
+
+
+def test_curves_do_not_magnify_noise(tmp_path, drawn_axes):
+    """A change of 0.00003 filled the whole panel (auto-scaled y axis): it looked like a cliff."""
+    pytest.importorskip("matplotlib")
+    min_span = 0.05  # ko_hf.plots.CURVE_MIN_SPAN: about 5 times the seed-to-seed noise of a head's correlation
+
+    plot_condensation_curves(flat_history(0.0599, 0.00003), tmp_path / "noise.png")
+    plot_condensation_comparison({"a": flat_history(0.0599, 0.00003), "b": flat_history(0.05991, 0.00002)},
+                                 tmp_path / "noise-compare.png")
+    assert len(drawn_axes) == 2
+    for panels in drawn_axes:  # (weight correlation, neuron similarity): each holds its data, at least 0.05 wide
+        for (low, high), value in zip(panels, (0.0599, 0.1198)):
+            assert high - low >= min_span - 1e-12 and 0.0 <= low < value < high <= 1.0
+    drawn_axes.clear()
+    plot_condensation_curves(flat_history(0.05, 0.4), tmp_path / "real.png")  # a real change still fills it
+    (low, high), _ = drawn_axes[0]
+    assert 0.4 <= high - low <= 0.5 and low <= 0.05 and high >= 0.45
+
+
+def test_condensation_ylim():
+    from ko_hf.plots import condensation_ylim
+
+    assert condensation_ylim([0.06, 0.06003]) == pytest.approx((0.035015, 0.085015))
+    assert condensation_ylim([0.001, 0.002]) == pytest.approx((0.0, 0.05))  # kept inside [0, 1]
+    assert condensation_ylim([0.99, 0.995]) == pytest.approx((0.95, 1.0))
+    assert condensation_ylim([0.1, 0.6]) == pytest.approx((0.075, 0.625))
+    assert condensation_ylim([]) == (0.0, 1.0)
+
+
+def test_labels_with_dollar_signs_and_newlines_are_drawn_as_written(tmp_path):
+    """A label like "$\\bad{$" made matplotlib's mathtext raise at save time."""
+    pytest.importorskip("matplotlib")
+    labels = ["$\\bad{$", "cost: $5\nper item", "a_b"]
+    assert_png(plot_similarity_heatmaps(torch.randn(3, 8), torch.randn(3, 8), tmp_path / "heat.png",
+                                        title="head $\\notacommand$", neuron_labels=labels))
+    assert_png(plot_condensation_comparison({"$\\bad{$ run": history()}, tmp_path / "compare.png", title="$x"))

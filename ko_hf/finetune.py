@@ -441,7 +441,8 @@ def _card_kwargs(trainer: KOTrainer, prepared: PreparedFinetune) -> dict[str, An
     except (TypeError, ValueError):
         parameters = {}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    extras = {"dataset_info": data, "plots": options.plots, "reproduce_command": prepared.reproduce_command}
+    extras = {"dataset_info": data, "plots": options.plots, "reproduce_command": prepared.reproduce_command,
+              "finetune_options": options}
     for key, value in extras.items():  # what the KO model card (ko_hf.modelcard) understands
         if value is not None and (takes_any or key in parameters):
             kwargs[key] = value

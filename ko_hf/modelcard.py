@@ -12,25 +12,35 @@ Trainer's own card is wrong for a custom optimizer (it reports ``args.optim`` an
 * :func:`write_model_card` (what ``KOTrainer.create_model_card`` and hence ``push_to_hub`` call) fills the data
   from a trainer, draws the condensation pictures when matplotlib is installed, and writes ``README.md``.
 
-Nothing here touches the network.
+Nothing here touches the network, and the card only reads the trainer: it builds no arguments object (a new
+``TrainingArguments`` resets accelerate's shared state under the running trainer) and changes no state.
+
+Every string that comes from the user or the data (labels, names, paths, ids) is escaped where the body shows
+it (:func:`md_text`, :func:`md_code`, :func:`md_fence`); the YAML metadata is written by ``yaml.dump``, which
+quotes what needs quoting, and holds no absolute local path.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
+import enum
 import importlib.metadata
 import json
 import os
 import platform
 import re
-from dataclasses import dataclass, field
+import shlex
+import sys
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from string import Template
 from typing import Any, Iterator, Mapping
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 from transformers.utils import logging
 
 from .collision import neuron_similarity, weight_correlation
@@ -45,6 +55,14 @@ __all__ = [
     "write_model_card",
     "is_hub_id",
     "hub_required",
+    "BaseModelOrigin",
+    "resolve_base_model",
+    "ko_field_names",
+    "non_default_fields",
+    "portable_command",
+    "md_text",
+    "md_code",
+    "md_fence",
 ]
 
 KO_PAPER_URL = "https://arxiv.org/abs/2505.14777"
@@ -57,8 +75,8 @@ KO_CITATION = """@article{feng2025ko,
 PLOTS_INSTALL_HINT = 'pip install "ko-hf[plots]"'
 CURVES_FILE = "ko_condensation.png"
 
-#: KOTrainingArguments fields shown in the KO section rather than among the training hyperparameters.
-KO_FIELDS = (
+#: KO settings the KO section shows on lines of their own; every other KO field gets a generic line.
+KO_FIELDS_SHOWN = (
     "collision",
     "coll_coef",
     "collision_targets",
@@ -104,14 +122,26 @@ class KOModelCardData:
     hub_model_id: str | None = None
     #: A Hub model id, or None: only a Hub id goes into the ``base_model`` metadata.
     base_model: str | None = None
-    #: Where the weights came from when that is not a Hub id (a local folder), said in the body only.
+    #: The local folder the weights were loaded from (said in the body only), when they came from one.
     base_model_path: str | None = None
+    #: Where the Hub id of a local base-model folder was found (e.g. "its README.md"), when it was.
+    base_model_evidence: str | None = None
+    #: The model class that was trained (the classifier, under any PEFT / compile / DDP wrapper).
     architecture: str | None = None
     num_parameters: int | None = None
+    num_trainable_parameters: int | None = None
     language: str | list[str] | None = None
     license: str | None = None
+    license_name: str | None = None
+    license_link: str | None = None
+    #: "given" (create_model_card(license=...)) or "base model" (copied from the base model's card)
+    license_source: str | None = None
     tags: list[str] = field(default_factory=list)
     pipeline_tag: str = "text-classification"
+    library_name: str = "transformers"
+    #: A PEFT adapter: {"type": "LORA", "config_class": "LoraConfig", "settings": {non-default fields},
+    #: "version": peft version, "tags": [...]}; None for a full fine-tune.
+    adapter: dict[str, Any] | None = None
 
     # dataset
     datasets: list[str] = field(default_factory=list)
@@ -121,6 +151,15 @@ class KOModelCardData:
     dataset_splits: dict[str, int] = field(default_factory=dict)
     label_names: list[str] = field(default_factory=list)
     dataset_citation: str | None = None
+    #: True when the data was read from this machine (not from the Hub): the metadata names it by its folder
+    #: or file name and marks it local.
+    dataset_local: bool = False
+    #: Inputs truncated to this many tokens (``FinetuneOptions.max_length``), when known.
+    max_length: int | None = None
+    #: {"train": n, "validation": n, "test": n}: the splits that are seeded, stratified subsets of this size.
+    subsets: dict[str, int] = field(default_factory=dict)
+    #: Seed of the subsets (and of a carved validation split).
+    data_seed: int | None = None
 
     # KO
     collision: str = "none"
@@ -128,6 +167,8 @@ class KOModelCardData:
     distance_scale: float | None = None
     include_self: bool | None = None
     collision_seed: int | None = None
+    #: Every KO field of ``KOTrainingArguments`` (:func:`ko_field_names`) as the run used it.
+    ko_arguments: dict[str, Any] = field(default_factory=dict)
     #: [{"name": ..., "shape": [N, D]}]
     targets: list[dict[str, Any]] = field(default_factory=list)
     #: {"class": "KOAdamW", "base_class": "torch.optim.AdamW", "hyperparameters": {...}}
@@ -135,6 +176,9 @@ class KOModelCardData:
     lr_scheduler: str | None = None
     #: {target: {"weight_correlation": ..., "neuron_similarity": ...}}
     condensation_start: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The step ``condensation_start`` was measured at: 0, or the resume point of a run resumed from a
+    #: checkpoint that did not record its start.
+    condensation_start_step: int = 0
     condensation_end: dict[str, dict[str, float]] = field(default_factory=dict)
     #: log entries (``step`` plus the ``ko/`` keys) from the logging steps
     ko_history: list[dict[str, float]] = field(default_factory=list)
@@ -145,6 +189,10 @@ class KOModelCardData:
     test_metrics: dict[str, float] = field(default_factory=dict)
     non_default_hyperparameters: dict[str, Any] = field(default_factory=dict)
     total_train_batch_size: int | None = None
+    per_device_train_batch_size: int | None = None
+    gradient_accumulation_steps: int | None = None
+    #: Processes that trained together (data parallel), as the running job reported it.
+    world_size: int | None = None
     global_step: int | None = None
     epochs: float | None = None
     train_runtime: float | None = None
@@ -152,6 +200,8 @@ class KOModelCardData:
     precision: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     reproduce_command: str | None = None
+    #: The directory local paths of ``reproduce_command`` are relative to (its name only).
+    reproduce_directory: str | None = None
     reproduce_snippet: str | None = None
     #: [(caption, relative file name)] of the pictures next to the card
     plots: list[tuple[str, str]] = field(default_factory=list)
@@ -167,13 +217,20 @@ class KOModelCardData:
     def grad_change_ratios(self) -> list[tuple[int, float]]:
         return _series(self.ko_history, "ko/grad_change_ratio")
 
+    def dataset_identity(self) -> tuple[str, str]:
+        """(type, name) of the model-index dataset: its Hub id as type when there is one, ``local`` for data read
+        from this machine, else the name it was given."""
+        name = self.dataset_name or (self.datasets[0] if self.datasets else "custom")
+        if self.datasets:
+            return self.datasets[0], name
+        return ("local" if self.dataset_local else name), name
+
     def metadata(self):
         """The YAML metadata as a ``huggingface_hub.ModelCardData``."""
         from huggingface_hub import EvalResult, ModelCardData
 
         eval_results = []
-        dataset_type = self.datasets[0] if self.datasets else (self.dataset_name or "custom")
-        dataset_name = self.dataset_name or dataset_type
+        dataset_type, dataset_name = self.dataset_identity()
         for split, metrics in ((self.eval_split, self.eval_metrics), ("test", self.test_metrics)):
             for key, value in metrics.items():
                 if key not in RESULT_METRICS or not _is_number(value):
@@ -198,7 +255,9 @@ class KOModelCardData:
             datasets=list(self.datasets) or None,
             language=self.language,
             license=self.license,
-            library_name="transformers",
+            license_name=self.license_name,
+            license_link=self.license_link,
+            library_name=self.library_name,
             pipeline_tag=self.pipeline_tag,
             tags=list(self.tags) or card_tags(self.collision),
             model_name=self.model_name or "model",
@@ -292,25 +351,40 @@ def optimizer_settings(optimizer: Any) -> dict[str, Any]:
     }
 
 
-def describe_device(args: Any) -> tuple[str, str]:
-    """(device, precision) as actually used, e.g. ("CPU", "fp32") or ("4 × NVIDIA H100 (DDP, 4 processes)", "bf16")."""
+def running_world(args: Any) -> tuple[int, str | None]:
+    """(processes training together, torch.distributed backend or None) of the running job.
+
+    Read from ``torch.distributed`` when a process group is up (what DDP really uses), else from the arguments'
+    own distributed state.
+    """
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return int(dist.get_world_size()), str(dist.get_backend())
+    return max(int(getattr(args, "world_size", 1) or 1), 1), None
+
+
+def describe_device(args: Any, world_size: int | None = None, backend: str | None = None) -> tuple[str, str]:
+    """(device, precision) as actually used, e.g. ("CPU", "fp32"), ("CPU, 2 processes (DDP, gloo)", "fp32") or
+    ("4 × NVIDIA H100 (DDP, 4 processes)", "bf16 mixed precision")."""
     device = args.device
-    world = int(getattr(args, "world_size", 1) or 1)
+    world = world_size if world_size is not None else max(int(getattr(args, "world_size", 1) or 1), 1)
     mode = getattr(getattr(args, "parallel_mode", None), "value", None)
+    mode = "DDP" if mode in (None, "distributed") else mode
+    how = f"{mode}, {backend}" if backend else mode
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else "GPU"
         gpus = world * max(int(args.n_gpu), 1) if world > 1 else max(int(args.n_gpu), 1)
         text = f"{gpus} × {name}" if gpus > 1 else f"1 GPU ({name})"
         if world > 1:
-            text += f", distributed ({mode or 'DDP'}, {world} processes)"
+            text += f" ({how}, {world} processes)"
         elif gpus > 1:
             text += " (torch.nn.DataParallel)"
     elif device.type == "cpu":
-        text = "CPU" if world == 1 else f"CPU, distributed ({mode or 'DDP'}, {world} processes)"
+        text = "CPU" if world == 1 else f"CPU, {world} processes ({how})"
     elif device.type == "mps":
         text = "Apple GPU (MPS)"
     else:
-        text = device.type.upper() if world == 1 else f"{world} × {device.type.upper()} ({mode or 'distributed'})"
+        text = device.type.upper() if world == 1 else f"{world} × {device.type.upper()} ({how})"
     precision = "bf16 mixed precision" if args.bf16 else "fp16 mixed precision" if args.fp16 else "fp32"
     if getattr(args, "tf32", None):
         precision += " (TF32 matmuls)"
@@ -334,23 +408,368 @@ def framework_versions() -> dict[str, str]:
     return versions
 
 
-def _default_arguments(args: Any) -> dict[str, Any]:
+def ko_field_names() -> tuple[str, ...]:
+    """The fields ``KOTrainingArguments`` adds to ``TrainingArguments``: the KO settings, in declaration order.
+
+    Derived from the dataclass, so a new KO setting reaches the card's KO section, its reproduce snippet and the
+    callback's records without touching this module.
+    """
+    from transformers import TrainingArguments
+
     from .trainer import KOTrainingArguments
 
-    cls = type(args) if isinstance(args, KOTrainingArguments) else KOTrainingArguments
-    defaults = cls(output_dir=args.output_dir, collision=getattr(args, "collision", "soft"))
-    return defaults.to_dict()
+    base = {f.name for f in fields(TrainingArguments)}
+    return tuple(f.name for f in fields(KOTrainingArguments) if f.init and f.name not in base)
+
+
+def _plain(value: Any) -> Any:
+    """A value as the card and its Python snippet show it: enums by value, sets sorted, tuples as lists."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset)):
+        return sorted((_plain(v) for v in value), key=str)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    return value
+
+
+def _field_default(item: Any) -> Any:
+    if item.default is not MISSING:
+        return item.default
+    if item.default_factory is not MISSING:
+        return item.default_factory()
+    return MISSING
+
+
+def _same_as_default(value: Any, default: Any) -> bool:
+    if value == default:
+        return True
+    if isinstance(value, dict) and isinstance(default, dict):  # keys a serialised config leaves out keep defaults
+        return all(key in default and _same_as_default(item, default[key]) for key, item in value.items())
+    # ``__post_init__`` fills some None / "" defaults in (None -> False, "" -> [], ...): that is still the default
+    return default in (None, "") and value in (None, False, "", [], {})
+
+
+def non_default_fields(obj: Any, values: Mapping[str, Any] | None = None,
+                       skip: set[str] | frozenset[str] = frozenset(),
+                       defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The init fields of dataclass ``obj`` whose value differs from the field's declared default.
+
+    Compares against the dataclass's declared defaults; it never builds a default instance (for
+    ``TrainingArguments`` that would reset accelerate's shared state). ``values`` replaces ``getattr`` (e.g.
+    ``args.to_dict()``); ``defaults`` overrides declared defaults that ``__post_init__`` fills in.
+    """
+    out = {}
+    for item in fields(obj):
+        if not item.init or item.name in skip:
+            continue
+        value = _plain(values[item.name] if values is not None and item.name in values else getattr(obj, item.name))
+        default = (defaults or {}).get(item.name, _field_default(item))
+        if default is MISSING or not _same_as_default(value, _plain(default)):
+            out[item.name] = value
+    return out
+
+
+def _accelerator_config_default() -> dict[str, Any]:
+    try:
+        from transformers.trainer_pt_utils import AcceleratorConfig
+    except ImportError:  # pragma: no cover - moved in another transformers version
+        return {}
+    return {f.name: _plain(_field_default(f)) for f in fields(AcceleratorConfig)}
 
 
 def non_default_hyperparameters(args: Any) -> dict[str, Any]:
-    """Training arguments that differ from a default ``KOTrainingArguments`` (KO fields and noise left out)."""
-    current = args.to_dict()
-    defaults = _default_arguments(args)
+    """Training arguments that differ from ``KOTrainingArguments``' defaults (KO fields, tokens and noise left out).
+
+    Compared with the dataclass's declared defaults: the card never constructs a ``TrainingArguments``.
+    """
+    skip = set(IGNORED_HYPERPARAMETERS) | set(ko_field_names())
+    values = args.to_dict()
     return {
         key: value
-        for key, value in current.items()
-        if key not in IGNORED_HYPERPARAMETERS and key not in KO_FIELDS and not key.startswith("_")
-        and "token" not in key and key in defaults and value != defaults[key]
+        for key, value in non_default_fields(args, values=values, skip=skip,
+                                             defaults={"accelerator_config": _accelerator_config_default()}).items()
+        if not key.startswith("_") and not key.endswith("_token")  # secrets (what to_dict redacts)
+    }
+
+
+# ==================================================================================================== escaping
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&#$!])")
+
+
+def visible(text: Any) -> str:
+    """``str(text)`` with control characters (newlines, tabs...) written as escapes: one line, nothing hidden."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+def md_text(text: Any) -> str:
+    """Plain text for a Markdown body: Markdown and HTML specials backslash-escaped, on one line."""
+    return _MD_SPECIAL.sub(r"\\\1", visible(text))
+
+
+def md_code(text: Any, *, cell: bool = False) -> str:
+    """A code span showing ``text`` literally, whatever backticks it holds (``cell``: inside a table row)."""
+    text = visible(text)
+    if not text:
+        return "*(empty)*"
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[0] in "` " or text[-1] in "` " else ""
+    span = f"{fence}{pad}{text}{pad}{fence}"
+    return span.replace("|", "\\|") if cell else span
+
+
+def md_fence(content: str, language: str = "") -> str:
+    """A fenced code block that ``content`` cannot close early (its fence is longer than any backtick run in it)."""
+    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", content)), default=0) + 1)
+    return f"{fence}{language}\n{content}\n{fence}"
+
+
+# ==================================================================================================== base model
+
+_CACHE_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<repo>[^/]+)/snapshots/[^/]+/?$")
+_QUOTED_REPO = re.compile(r"""["']([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)["']""")
+
+
+@dataclass
+class BaseModelOrigin:
+    """Where a base model came from: its Hub id when known, the local folder it was loaded from, its license."""
+
+    hub_id: str | None = None
+    path: str | None = None
+    #: where the id of a local folder was found
+    evidence: str | None = None
+    license: str | None = None
+    license_name: str | None = None
+    license_link: str | None = None
+
+
+def _read_card(readme: Path) -> tuple[dict[str, Any], str] | None:
+    if not readme.is_file():
+        return None
+    try:
+        from huggingface_hub import ModelCard
+
+        card = ModelCard.load(readme, ignore_metadata_errors=True)
+        return card.data.to_dict(), card.text
+    except Exception:  # noqa: BLE001 - an unreadable card records nothing
+        return None
+
+
+def _license_of(card: tuple[dict[str, Any], str] | None) -> dict[str, str | None]:
+    meta = card[0] if card else {}
+    value = meta.get("license")
+    if not isinstance(value, str) or not value.strip():
+        return {}
+    return {"license": value.strip(),
+            "license_name": meta.get("license_name") if isinstance(meta.get("license_name"), str) else None,
+            "license_link": meta.get("license_link") if isinstance(meta.get("license_link"), str) else None}
+
+
+def _names_of_card(meta: dict[str, Any], text: str) -> set[str]:
+    """What a model card calls its own model: its first heading and its model-index name(s), lower-cased."""
+    names = set()
+    title = re.search(r"^#[ \t]+(.+?)[ \t#]*$", text, flags=re.MULTILINE)
+    if title:
+        names.add(title.group(1).strip().strip("`*").lower())
+    for entry in meta.get("model-index") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            names.add(entry["name"].strip().lower())
+    return names
+
+
+def _hub_id_of_folder(folder: Path, card: tuple[dict[str, Any], str] | None) -> tuple[str | None, str | None]:
+    """The Hub id a local model folder records for itself, and where it was found.
+
+    1. a Hugging Face cache snapshot (``models--org--name/snapshots/<sha>``) is that repository;
+    2. a README.md (model card) that names its own repository: an ``owner/name`` id quoted in the card (its
+       usage code, e.g. ``SentenceTransformer('sentence-transformers/all-MiniLM-L6-v2')``) whose ``name`` is
+       the card's title or model-index name;
+    3. config.json's ``_name_or_path`` when it is a Hub id that the README does not mention: a README that
+       mentions it names it as where the model came from (``base_model:``, "we used the pretrained ..."), so the
+       folder holds a model derived from it, not that model.
+    """
+    match = _CACHE_SNAPSHOT.search(folder.resolve().as_posix())
+    if match:
+        repo = match.group("repo").replace("--", "/")
+        if is_hub_id(repo):
+            return repo, "the name of the Hugging Face cache folder"
+    meta, text = card if card else ({}, "")
+    names = _names_of_card(meta, text)
+    for candidate in _QUOTED_REPO.findall(text):
+        if candidate.split("/")[1].lower() in names and is_hub_id(candidate):
+            return candidate, "the folder's README.md, which names its own repository"
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    recorded = config.get("_name_or_path") if isinstance(config, dict) else None
+    if isinstance(recorded, str) and is_hub_id(recorded):
+        base_models = meta.get("base_model") or []
+        base_models = [base_models] if isinstance(base_models, str) else list(base_models)
+        if recorded not in base_models and recorded not in text:
+            return recorded, "the folder's config.json (`_name_or_path`)"
+    return None, None
+
+
+def _cached_card(repo_id: str) -> tuple[dict[str, Any], str] | None:
+    """The model card of a Hub model when the local Hugging Face cache holds one (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(repo_id, "README.md")
+    except Exception:  # noqa: BLE001
+        return None
+    return _read_card(Path(path)) if isinstance(path, str) else None
+
+
+def resolve_base_model(origin: str | os.PathLike | None) -> BaseModelOrigin:
+    """The Hub id and license of the model ``origin`` names (a Hub id, or a local folder), reading only local files.
+
+    A Hub id is taken as it is (its license from the model card in the local Hugging Face cache, when there is
+    one). A local folder gets the Hub id it records for itself (see :func:`_hub_id_of_folder`) and the license
+    of its README.md; the folder stays in ``path``.
+    """
+    if not origin:
+        return BaseModelOrigin()
+    origin = str(origin)
+    folder = Path(origin).expanduser()
+    if not folder.is_dir():
+        if is_hub_id(origin):
+            return BaseModelOrigin(hub_id=origin, **_license_of(_cached_card(origin)))
+        return BaseModelOrigin(path=origin)
+    card = _read_card(folder / "README.md")
+    hub_id, evidence = _hub_id_of_folder(folder, card)
+    return BaseModelOrigin(hub_id=hub_id, path=origin, evidence=evidence, **_license_of(card))
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives
+        return False
+
+
+def portable_path(value: str, cwd: str, base: BaseModelOrigin | None = None, home: str | None = None) -> str:
+    """``value`` as a reproduce command shows it (the rule the README's "Model cards" section documents).
+
+    The base-model folder becomes its Hub id when it records one (the command then runs anywhere). An absolute
+    path becomes relative to ``cwd``, the directory the run started in, when it lies inside it; else ``~/...``
+    when it lies in the home directory (no user name shown); else relative to ``cwd`` with ``..``. Relative
+    paths and everything else stay as typed. So the command holds no absolute path and runs as it is from the
+    directory it ran in.
+    """
+    if base is not None and base.hub_id and base.path and value and _same_path(value, base.path):
+        return base.hub_id
+    if not os.path.isabs(value):
+        return value
+    path = os.path.normpath(value)
+    home = os.path.normpath(home or os.path.expanduser("~"))
+    if _inside(path, os.path.normpath(cwd)):
+        return os.path.relpath(path, cwd)
+    if os.path.isabs(home) and home != os.path.dirname(home) and _inside(path, home):
+        return "~" if path == home else "~/" + Path(os.path.relpath(path, home)).as_posix()
+    try:
+        return os.path.relpath(path, cwd)
+    except ValueError:  # another drive (Windows): no relative form
+        return Path(path).name
+
+
+def portable_command(command: str, cwd: str, base: BaseModelOrigin | None = None,
+                     home: str | None = None) -> str | None:
+    """The reproduce command with :func:`portable_path` applied to every argument (and to ``KEY=path`` parts), so
+    it holds no absolute local path and still runs from ``cwd``; None when it cannot be parsed as shell words."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    out = []
+    for word in words:
+        if "=" in word and not os.path.isabs(word) and not os.path.exists(word):
+            key, value = word.split("=", 1)
+            out.append(f"{key}={portable_path(value, cwd, base, home)}")
+        else:
+            out.append(portable_path(word, cwd, base, home))
+    return " ".join(_shell_word(w) for w in out)
+
+
+def _shell_word(word: str) -> str:
+    """``shlex.quote``, except that a leading ``~/`` stays outside the quotes (so the shell still expands it)."""
+    if word.startswith("~/") and len(word) > 2:
+        return "~/" + shlex.quote(word[2:]) if shlex.quote(word[2:]) != word[2:] else word
+    return shlex.quote(word)
+
+
+# ==================================================================================================== the model
+
+
+def unwrap_model(model: Any) -> Any:
+    """The model that was trained, under PEFT, ``torch.compile`` and DDP wrappers."""
+    seen = set()
+    while model is not None and id(model) not in seen:
+        seen.add(id(model))
+        if _peft_model(model) is not None:
+            model = model.get_base_model()
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif type(model).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(model, "module"):
+            model = model.module
+        else:
+            break
+    return model
+
+
+def _peft_model(model: Any) -> Any:
+    peft = sys.modules.get("peft")  # a PeftModel exists only if peft was imported
+    peft_model = getattr(peft, "PeftModel", None) if peft is not None else None
+    return model if peft_model is not None and isinstance(model, peft_model) else None
+
+
+#: PEFT config fields the reproduce snippet leaves out: filled in by PEFT itself (type, version, base path...)
+PEFT_SKIPPED_FIELDS = frozenset({"peft_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
+                                 "inference_mode"})
+
+
+def adapter_facts(model: Any) -> dict[str, Any] | None:
+    """What PEFT's own card says about an adapter (type, tags, version) plus its non-default config, or None."""
+    peft_model = _peft_model(model)
+    if peft_model is None:
+        return None
+    import transformers
+
+    config = peft_model.active_peft_config
+    kind = getattr(config.peft_type, "value", config.peft_type)
+    base = peft_model.get_base_model()
+    tags = sorted(set(getattr(base, "model_tags", None) or []))
+    if isinstance(base, transformers.PreTrainedModel):
+        tags.append("transformers")
+    if kind == "LORA":
+        tags.append("lora")
+    try:
+        version = importlib.metadata.version("peft")
+    except importlib.metadata.PackageNotFoundError:
+        version = getattr(sys.modules.get("peft"), "__version__", "unknown")
+    quantization = getattr(getattr(base, "config", None), "quantization_config", None)
+    return {
+        "type": str(kind),
+        "config_class": type(config).__name__,
+        "settings": non_default_fields(config, skip=PEFT_SKIPPED_FIELDS),
+        "version": version,
+        "tags": tags,
+        "quantization": _plain(quantization.to_dict() if hasattr(quantization, "to_dict") else quantization)
+        if quantization else None,
     }
 
 
@@ -413,22 +832,32 @@ def hub_required(action: str = "pushing to the Hugging Face Hub") -> Iterator[No
 # ==================================================================================================== callback
 
 
-class KOModelCardCallback(TrainerCallback):
+class KOModelCardCallback(TrainerCallback, ExportableState):
     """Collects what the model card says while the trainer runs.
 
     ``KOTrainer`` adds one automatically (pass your own in ``callbacks=`` to change ``plots``). With
     ``plots=True`` it keeps a CPU copy of every target's weight at the start of training, so that
     ``create_model_card`` can draw start-vs-end similarity heatmaps (when matplotlib is installed).
+
+    What the card calls "start of training" (the targets' condensation, and their weights for the heatmaps up to
+    :attr:`max_saved_elements` elements each) is saved with every checkpoint (``trainer_state.json``, as an
+    ``ExportableState``), so a resumed run's card describes the real start, not the resume point.
     """
 
     #: targets larger than this (elements) are not copied for the heatmap
     max_plot_elements = 4 * 1024 * 1024
+    #: targets up to this size (elements) keep their start weights in checkpoints (base64 float32 in JSON)
+    max_saved_elements = 1 << 17
 
     def __init__(self, plots: bool = True, trainer: Any = None) -> None:
         self.plots = plots
         self.trainer = trainer
         self.card_data = KOModelCardData()
         self.start_weights: dict[str, torch.Tensor] = {}
+        #: the step each of ``start_weights`` was taken at (0, or the resume point for a target too large to save)
+        self.start_weights_step: dict[str, int] = {}
+        #: what a checkpoint keeps of the start: {"step", "condensation", "weights"}
+        self.start_record: dict[str, Any] | None = None
         self.trained = False
 
     @classmethod
@@ -442,18 +871,22 @@ class KOModelCardCallback(TrainerCallback):
         trainer.add_callback(callback)
         return callback
 
+    def state(self) -> dict[str, Any]:
+        """Saved in every checkpoint's ``trainer_state.json`` (``stateful_callbacks``)."""
+        return {"args": {"plots": self.plots}, "attributes": {"start_record": self.start_record}}
+
     # -------------------------------------------------------------- what the trainer knows
 
-    def _targets(self, model: Any) -> list[tuple[str, torch.Tensor]]:
+    def _targets(self, model: Any, args: Any = None) -> list[tuple[str, torch.Tensor]]:
         if model is None:
             return []
         names = list(getattr(self.trainer, "collision_targets", None) or [])
         if not names:
             from .targets import collision_target_names
 
+            args = args if args is not None else getattr(self.trainer, "args", None)
             try:
-                names = collision_target_names(model, getattr(self.trainer.args, "collision_targets", None)
-                                               if self.trainer is not None else None)
+                names = collision_target_names(model, getattr(args, "collision_targets", None))
             except ValueError:
                 return []
         params = dict(model.named_parameters())
@@ -464,13 +897,23 @@ class KOModelCardCallback(TrainerCallback):
             return self.trainer.model
         return model
 
-    def measure(self, model: Any) -> dict[str, dict[str, float]]:
+    def measure(self, model: Any, args: Any = None) -> dict[str, dict[str, float]]:
         result = {}
-        for name, param in self._targets(self._model(model)):
+        for name, param in self._targets(self._model(model), args):
             values = condensation(param)
             if values is not None:
                 result[name] = values
         return result
+
+    def _saved_start(self, state: Any) -> dict[str, Any] | None:
+        """The start record a resumed run's checkpoint holds (None for a fresh run or an older checkpoint)."""
+        if not state.global_step:
+            return None
+        stored = (getattr(state, "stateful_callbacks", None) or {}).get(type(self).__name__)
+        if isinstance(stored, list):
+            stored = stored[0] if stored else None
+        record = (stored or {}).get("attributes", {}).get("start_record") if isinstance(stored, dict) else None
+        return record if isinstance(record, dict) and "condensation" in record else None
 
     # -------------------------------------------------------------- events
 
@@ -483,25 +926,57 @@ class KOModelCardCallback(TrainerCallback):
         data.distance_scale = getattr(args, "collision_distance_scale", None)
         data.include_self = getattr(args, "collision_include_self", None)
         data.collision_seed = getattr(args, "collision_seed", None)
-        targets = self._targets(model)
+        data.ko_arguments = {name: copy.deepcopy(getattr(args, name, None)) for name in ko_field_names()}
+        targets = self._targets(model, args)
         data.targets = [{"name": name, "shape": list(param.shape)} for name, param in targets]
-        data.condensation_start = self.measure(model)
-        data.ko_history = []
         data.eval_metrics, data.test_metrics = {}, {}
-        self.start_weights = {}
-        if self.plots:
-            self.start_weights = {name: param.detach().float().cpu().clone() for name, param in targets
-                                  if param.dim() >= 2 and param.numel() <= self.max_plot_elements}
+        # on resume, the log history up to the checkpoint is back in ``state``: the curves and the first logged
+        # collision statistics are those of the real start
+        data.ko_history = []
+        for entry in state.log_history if state.global_step else []:
+            self.on_log(args, state, control, logs=entry, step=entry.get("step"))
+
+        record = self._saved_start(state)
+        if record is None:
+            if state.global_step:
+                logger.warning("the checkpoint does not record the start of training: the model card's start "
+                               "condensation is measured at the resume point (step %d)", state.global_step)
+            record = {"step": int(state.global_step), "condensation": self.measure(model, args),
+                      "weights": {name: _encode_tensor(param) for name, param in targets
+                                  if param.dim() >= 2 and param.numel() <= self.max_saved_elements}}
+        self.start_record = record
+        data.condensation_start = {name: dict(values) for name, values in record["condensation"].items()}
+        data.condensation_start_step = int(record.get("step", 0))
+        # heatmap "start" weights: the recorded ones, else (a target too large to record) the weights now
+        self.start_weights, self.start_weights_step = {}, {}
+        for name, param in targets if self.plots else []:
+            saved = (record.get("weights") or {}).get(name)
+            if saved is not None:
+                self.start_weights[name] = _decode_tensor(saved)
+                self.start_weights_step[name] = data.condensation_start_step
+            elif param.dim() >= 2 and param.numel() <= self.max_plot_elements:
+                self.start_weights[name] = param.detach().float().cpu().clone()
+                self.start_weights_step[name] = int(state.global_step)
+
         optimizer = getattr(self.trainer, "optimizer", None) or optimizer
         data.optimizer = optimizer_settings(optimizer)
         data.lr_scheduler = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
+        # the running job's shape, read now (before anything could touch the shared distributed state)
+        world, backend = running_world(args)
+        data.world_size = world
+        data.per_device_train_batch_size = int(args.per_device_train_batch_size)
+        data.gradient_accumulation_steps = int(args.gradient_accumulation_steps)
+        per_step = int(getattr(state, "train_batch_size", None) or args.train_batch_size)
+        data.total_train_batch_size = per_step * data.gradient_accumulation_steps * world
+        data.device, data.precision = describe_device(args, world_size=world, backend=backend)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         ko = {key: float(value) for key, value in logs.items() if key.startswith("ko/") and _is_number(value)}
         if not ko:
             return
-        entry = {"step": int(state.global_step), **ko}
+        step = kwargs.get("step")
+        entry = {"step": int(step if step is not None else state.global_step), **ko}
         history = self.card_data.ko_history
         if history and history[-1]["step"] == entry["step"]:
             history[-1].update(entry)
@@ -520,7 +995,7 @@ class KOModelCardCallback(TrainerCallback):
             self.card_data.test_metrics.update(values)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.card_data.condensation_end = self.measure(model)
+        self.card_data.condensation_end = self.measure(model, args)
         self.card_data.global_step = int(state.global_step)
         self.card_data.epochs = float(state.epoch) if state.epoch is not None else None
 
@@ -528,6 +1003,16 @@ class KOModelCardCallback(TrainerCallback):
         # push_to_hub goes to the network right after this event: fail early with a message that says why.
         with hub_required("push_to_hub"):
             pass
+
+
+def _encode_tensor(tensor: torch.Tensor) -> dict[str, Any]:
+    data = tensor.detach().float().cpu().contiguous().numpy().tobytes()
+    return {"shape": list(tensor.shape), "float32_base64": base64.b64encode(data).decode("ascii")}
+
+
+def _decode_tensor(entry: Mapping[str, Any]) -> torch.Tensor:
+    data = bytearray(base64.b64decode(entry["float32_base64"]))
+    return torch.frombuffer(data, dtype=torch.float32).reshape(entry["shape"]).clone()
 
 
 # ==================================================================================================== rendering
@@ -551,7 +1036,7 @@ $results
 $ko_heading
 
 $ko_section
-
+$adapter
 ## Training hyperparameters
 
 $hyperparameters
@@ -566,12 +1051,7 @@ $reproduce
 
 ## How to use
 
-```python
-from transformers import pipeline
-
-classifier = pipeline("text-classification", model="$model_ref")
-print(classifier("Your text here"))
-```
+$usage
 
 ## Citation
 
@@ -591,68 +1071,124 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _code(value: Any) -> str:
+def _code(value: Any, *, cell: bool = False) -> str:
     text = json.dumps(value) if isinstance(value, (list, dict)) else _fmt(value)
-    return f"`{text}`"
+    return md_code(text, cell=cell)
+
+
+def _count(n: float, unit: str) -> str:
+    """``1 epoch``, ``0.5 epochs``, ``3 epochs``."""
+    return f"{_fmt(n)} {unit}" if n == 1 else f"{_fmt(n)} {unit}s"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
+    """A table of cells that are already Markdown (escaped with ``md_text`` / ``md_code(cell=True)``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def _hub_link(repo: str, kind: str = "") -> str:
-    return f"[{repo}](https://huggingface.co/{kind}{repo})"
+    return f"[{md_text(repo)}](https://huggingface.co/{kind}{repo})" if is_hub_id(repo) else md_code(repo)
+
+
+def _parameters(d: KOModelCardData) -> str:
+    if not d.num_parameters:
+        return ""
+    text = f"{d.num_parameters:,} parameters"
+    if d.num_trainable_parameters is not None and d.num_trainable_parameters != d.num_parameters:
+        text += f", {d.num_trainable_parameters:,} trained"
+    return text
 
 
 def _summary(d: KOModelCardData) -> str:
+    loaded_from = ""
     if d.base_model:
         origin = f"a fine-tuned version of {_hub_link(d.base_model)}"
+        if d.base_model_path:
+            loaded_from = (f" The base model was read from a local folder ({md_code(Path(d.base_model_path).name)});"
+                           f" its Hub id comes from {d.base_model_evidence or 'the folder'}.")
     elif d.base_model_path:
-        origin = (f"fine-tuned from a local checkpoint (`{d.base_model_path}`; not a Hub id, so the metadata "
+        origin = (f"fine-tuned from a local checkpoint ({md_code(d.base_model_path)}; not a Hub id, so the metadata "
                   "carries no `base_model` link)")
     else:
-        origin = f"a {d.architecture or 'model'} trained from a configuration (randomly initialised weights)"
-    dataset = f" on **{d.dataset_name}**" if d.dataset_name else ""
+        origin = f"a {md_text(d.architecture or 'model')} trained from a configuration (randomly initialised weights)"
+    dataset = f" on **{md_text(d.dataset_name)}**" if d.dataset_name else ""
     labels = f" ({len(d.label_names)} labels)" if d.label_names else ""
-    arch = f" ({d.architecture}, {d.num_parameters:,} parameters)" if d.architecture and d.num_parameters else ""
-    text = f"This model is {origin}{arch}, for text classification{dataset}{labels}."
+    details = ", ".join(x for x in (md_code(d.architecture) if d.architecture else "", _parameters(d)) if x)
+    if d.adapter:
+        details += f"; trained as a {md_text(_adapter_name(d.adapter))} adapter with PEFT"
+    arch = f" ({details})" if details else ""
+    text = f"This model is {origin}{arch}, for text classification{dataset}{labels}.{loaded_from}"
     if d.ko_applied:
-        names = ", ".join(f"`{t['name']}`" for t in d.targets) or "the classification head"
+        names = ", ".join(md_code(t["name"]) for t in d.targets) or "the classification head"
         text += (f"\n\nIt was trained with [ko-hf](https://pypi.org/project/ko-hf/), using the KO optimizer "
-                 f"([Feng et al., 2025]({KO_PAPER_URL})): **{d.collision} collisions** between the neurons of "
-                 f"{names} rewrote their gradients before each "
-                 f"{d.optimizer.get('base_name', 'base optimizer')} step, to fight *condensation* (neurons "
+                 f"([Feng et al., 2025]({KO_PAPER_URL})): **{md_text(d.collision)} collisions** between the neurons "
+                 f"of {names} rewrote their gradients before each "
+                 f"{md_text(d.optimizer.get('base_name', 'base optimizer'))} step, to fight *condensation* (neurons "
                  "collapsing onto the same direction). The section *How KO shaped this model* gives the settings "
                  "and the condensation measured at the start and end of training.")
     else:
         text += (f"\n\n**KO collisions were NOT applied**: this is a plain "
-                 f"{d.optimizer.get('base_name', 'AdamW')} baseline trained with ko-hf (`collision=\"none\"`), "
-                 "e.g. for comparison with KO runs. Condensation metrics below are measured for reference only.")
+                 f"{md_text(d.optimizer.get('base_name', 'AdamW'))} baseline trained with ko-hf "
+                 "(`collision=\"none\"`), e.g. for comparison with KO runs. Condensation metrics below are measured "
+                 "for reference only.")
+    text += "\n\n" + _license_line(d)
     return text
+
+
+def _adapter_name(adapter: Mapping[str, Any]) -> str:
+    return {"LORA": "LoRA"}.get(adapter["type"], adapter["type"])
+
+
+def _license_line(d: KOModelCardData) -> str:
+    if d.license and d.license_source == "base model":
+        return (f"**License:** {md_code(d.license)}, the base model's (from its model card); set another with "
+                "`create_model_card(license=...)`.")
+    if d.license:
+        return f"**License:** {md_code(d.license)}."
+    return ("**License:** not recorded (no license in a model card of the base model on this machine). Check the "
+            "base model's and the data's terms, and set it with `create_model_card(license=...)` or in this card's "
+            "metadata.")
 
 
 def _dataset_section(d: KOModelCardData) -> str:
     lines = []
     if d.dataset_name or d.datasets:
         name = d.dataset_name or d.datasets[0]
-        lines.append(f"- **Name:** {name}")
+        lines.append(f"- **Name:** {md_text(name)}")
     if d.datasets:
-        lines.append("- **Hub dataset:** " + ", ".join(_hub_link(x, "datasets/") for x in d.datasets))
+        lines.append("- **Hub dataset:** " + ", ".join(_hub_link(x, "datasets/") for x in d.datasets)
+                     + (" (read from a local copy)" if d.dataset_local else ""))
+    elif d.dataset_source and d.dataset_source.startswith("package:"):
+        lines.append(f"- **Source:** packaged with ko-hf: {md_code(d.dataset_source[len('package:'):])}")
     elif d.dataset_source:
-        lines.append(f"- **Source:** `{d.dataset_source}` (local data, not on the Hub)")
+        lines.append(f"- **Source:** local data, not on the Hub: {md_code(d.dataset_source)}")
     if d.dataset_config:
-        lines.append(f"- **Configuration:** `{d.dataset_config}`")
+        lines.append(f"- **Configuration:** {md_code(d.dataset_config)}")
     if d.label_names:
-        shown = d.label_names if len(d.label_names) <= 30 else d.label_names[:30] + ["…"]
-        lines.append(f"- **Labels ({len(d.label_names)}):** " + ", ".join(f"`{x}`" for x in shown))
+        shown = d.label_names if len(d.label_names) <= 30 else d.label_names[:30]
+        more = ", …" if len(d.label_names) > 30 else ""
+        lines.append(f"- **Labels ({len(d.label_names)}):** " + ", ".join(md_code(x) for x in shown) + more)
+    if d.max_length:
+        lines.append(f"- **Input length:** texts truncated to {d.max_length} tokens (`max_length`)")
     if not lines:
         lines.append("The training data was not described when the card was generated (pass `dataset_info=` "
                      "to `create_model_card`).")
     if d.dataset_splits:
         lines.append("")
-        lines.append(_table(["split", "examples"], [[s, f"{n:,}"] for s, n in d.dataset_splits.items()]))
+        rows = []
+        for split, n in d.dataset_splits.items():
+            note = ""
+            if split in d.subsets:
+                option = "max_train_samples" if split == "train" else "max_eval_samples"
+                seed = f", seed {d.data_seed}" if d.data_seed is not None else ""
+                note = f"a seeded, label-stratified subset (`{option}={d.subsets[split]}`{seed})"
+            rows.append([md_text(split), f"{n:,}", note])
+        if any(row[2] for row in rows):
+            lines.append(_table(["split", "examples", "note"], rows))
+        else:
+            lines.append(_table(["split", "examples"], [row[:2] for row in rows]))
     return "\n".join(lines)
 
 
@@ -662,11 +1198,15 @@ def _results_section(d: KOModelCardData) -> str:
         for key, value in metrics.items():
             if key in RESULT_METRICS or key == "loss":
                 name = RESULT_METRICS[key][1] if key in RESULT_METRICS else "Loss"
-                rows.append([split, name, _fmt(value)])
+                rows.append([md_text(split), name, _fmt(value)])
     if not rows:
         return ("No evaluation was run (give the trainer an `eval_dataset` and a `compute_metrics` that returns "
                 "`accuracy` / `macro_f1`).")
     return _table(["split", "metric", "value"], rows)
+
+
+def _start_label(d: KOModelCardData) -> str:
+    return "start of training" if not d.condensation_start_step else f"resume point (step {d.condensation_start_step})"
 
 
 def _condensation_rows(d: KOModelCardData) -> list[list[Any]]:
@@ -680,8 +1220,8 @@ def _condensation_rows(d: KOModelCardData) -> list[list[Any]]:
             a = start.get(metric) if start else None
             b = end.get(metric) if end else None
             change = f"{b - a:+.4f}" if a is not None and b is not None else "–"
-            rows.append([f"`{name}`", label, _fmt(a) if a is not None else "–", _fmt(b) if b is not None else "–",
-                         change])
+            rows.append([md_code(name, cell=True), label, _fmt(a) if a is not None else "–",
+                         _fmt(b) if b is not None else "–", change])
     return rows
 
 
@@ -691,25 +1231,26 @@ def _ko_section(d: KOModelCardData) -> str:
     hyper = dict(opt.get("hyperparameters", {}))
     if opt:
         if d.ko_applied:
-            lines.append(f"- **Optimizer:** `{opt['class']}` = `{opt['base_class']}` + KO collisions on the targets "
-                         "(gradients are rewritten after clipping, before the base optimizer's step)")
+            lines.append(f"- **Optimizer:** {md_code(opt['class'])} = {md_code(opt['base_class'])} + KO collisions on "
+                         "the targets (gradients are rewritten after clipping, before the base optimizer's step)")
         else:
-            lines.append(f"- **Optimizer:** `{opt['base_class']}` (class `{opt['class']}`); no collision")
+            lines.append(f"- **Optimizer:** {md_code(opt['base_class'])} (class {md_code(opt['class'])}); no collision")
         note = hyper.pop("weight_decay_note", None)
         target_decay = hyper.pop("weight_decay_targets", None)
-        settings = ", ".join(f"{k} = {_code(v)}" for k, v in hyper.items())
+        settings = ", ".join(f"{md_text(k)} = {_code(v)}" for k, v in hyper.items())
         lines.append(f"- **Optimizer hyperparameters (from its parameter groups):** {settings}"
                      + (f"; weight decay 0 for {note.split(': ')[0]}" if note and note.endswith(": 0") else
                         f"; {note}" if note else ""))
         if target_decay is not None and target_decay != hyper.get("weight_decay"):
             lines.append(f"- **Weight decay of the collision targets:** {_code(target_decay)}")
         if d.lr_scheduler:
-            lines.append(f"- **Learning-rate schedule:** `{d.lr_scheduler}` (the learning rate above is its peak)")
+            lines.append(f"- **Learning-rate schedule:** {md_code(d.lr_scheduler)} (the learning rate above is its "
+                         "peak)")
     else:
         lines.append("- **Optimizer:** not recorded (the card was generated before training)")
     if d.ko_applied:
         algorithm = "1, hard-sphere DSMC" if d.collision == "hard" else "2"
-        lines.append(f"- **Collision:** `{d.collision}` (KO paper, Alg. {algorithm})")
+        lines.append(f"- **Collision:** {md_code(d.collision)} (KO paper, Alg. {algorithm})")
         lines.append(f"- **Collision coefficient (`coll_coef`):** {_code(d.coll_coef)}")
         if d.collision == "hard":
             lines.append(f"- **Distance scale λ (`collision_distance_scale`):** {_code(d.distance_scale)} "
@@ -717,13 +1258,20 @@ def _ko_section(d: KOModelCardData) -> str:
             lines.append(f"- **Collision seed:** {_code(d.collision_seed)}")
         else:
             lines.append(f"- **Include self (`collision_include_self`):** {_code(bool(d.include_self))}")
+        if "collision_targets" in d.ko_arguments:
+            targets = d.ko_arguments["collision_targets"]
+            lines.append(f"- **Targets (`collision_targets`):** {_code(targets)}"
+                         + (" (the default: the head)" if targets is None else ""))
+        for name, value in d.ko_arguments.items():  # KO settings without a line of their own above
+            if name not in KO_FIELDS_SHOWN:
+                lines.append(f"- **{md_code(name)}:** {_code(_plain(value))}")
     if d.targets:
         lines.append("")
         header = "Collision targets" if d.ko_applied else "Watched layers (no collision applied)"
         lines.append(f"**{header}** (each row of a weight is one neuron):")
         lines.append("")
         lines.append(_table(["parameter", "shape", "neurons × inputs"],
-                            [[f"`{t['name']}`", "×".join(str(s) for s in t["shape"]),
+                            [[md_code(t["name"], cell=True), "×".join(str(s) for s in t["shape"]),
                               f"{t['shape'][0]} × {int(torch.Size(t['shape'][1:]).numel())}"] for t in d.targets]))
         if d.ko_applied and any(t["shape"][0] == 2 for t in d.targets):
             lines.append("")
@@ -753,11 +1301,15 @@ def _ko_section(d: KOModelCardData) -> str:
                      "similarity: the max; lower means more diverse neurons):")
         lines.append("")
         step = f"end (step {d.global_step})" if d.global_step is not None else "end"
-        lines.append(_table(["parameter", "metric", "start of training", step, "change"], rows))
+        lines.append(_table(["parameter", "metric", _start_label(d), step, "change"], rows))
+        if d.condensation_start_step:
+            lines.append("")
+            lines.append(f"*The run was resumed from a checkpoint that did not record the start of training: the "
+                         f"first column is the resume point, step {d.condensation_start_step}.*")
     if d.plots:
         lines.append("")
         for caption, file in d.plots:
-            lines.append(f"![{caption}]({file})")
+            lines.append(f"![{md_text(caption)}]({file})")
             lines.append("")
     if d.plots_note:
         lines.append("")
@@ -765,21 +1317,45 @@ def _ko_section(d: KOModelCardData) -> str:
     return "\n".join(lines).strip()
 
 
+def _adapter_section(d: KOModelCardData) -> str:
+    if not d.adapter:
+        return ""
+    a = d.adapter
+    settings = ", ".join(f"{md_text(k)} = {_code(v)}" for k, v in a["settings"].items()) or "its defaults"
+    lines = ["", "## Adapter (PEFT)", "",
+             f"- **Method:** {md_text(_adapter_name(a))} with PEFT {md_text(a['version'])}; this repository holds "
+             "the adapter weights (load them on top of the base model, e.g. with "
+             "`peft.AutoPeftModelForSequenceClassification`)",
+             f"- **{md_code(a['config_class'])} (values that differ from its defaults):** {settings}"]
+    if a.get("quantization"):
+        lines.append(f"- **Quantization of the base model:** {_code(a['quantization'])}")
+    return "\n".join(lines) + "\n"
+
+
 def _hyperparameters_section(d: KOModelCardData) -> str:
     lines = []
     if d.non_default_hyperparameters:
         lines.append("Only the values that differ from `KOTrainingArguments`' defaults (the KO settings are above):")
         lines.append("")
-        lines += [f"- `{k}`: {_code(v)}" for k, v in sorted(d.non_default_hyperparameters.items())]
+        lines += [f"- {md_code(k)}: {_code(v)}" for k, v in sorted(d.non_default_hyperparameters.items())]
     else:
         lines.append("All training arguments were `KOTrainingArguments`' defaults (the KO settings are above).")
     extra = []
     if d.total_train_batch_size:
-        extra.append(f"total train batch size {d.total_train_batch_size}")
+        batch = f"total train batch size {d.total_train_batch_size}"
+        world, accumulation = d.world_size or 1, d.gradient_accumulation_steps or 1
+        if (world > 1 or accumulation > 1) and d.per_device_train_batch_size:
+            parts = [f"{d.per_device_train_batch_size} per device"]
+            if world > 1:
+                parts.append(f"{world} processes")
+            if accumulation > 1:
+                parts.append(f"{accumulation} accumulation steps")
+            batch += f" ({' × '.join(parts)})"
+        extra.append(batch)
     if d.global_step is not None:
-        extra.append(f"{d.global_step} optimizer steps")
+        extra.append(_count(d.global_step, "optimizer step"))
     if d.epochs is not None:
-        extra.append(f"{_fmt(round(d.epochs, 2))} epochs")
+        extra.append(_count(round(d.epochs, 2), "epoch"))
     if d.train_runtime is not None:
         extra.append(f"{_fmt(round(d.train_runtime, 1))} s of training")
     if extra:
@@ -791,27 +1367,44 @@ def _hyperparameters_section(d: KOModelCardData) -> str:
 def _environment_section(d: KOModelCardData) -> str:
     lines = []
     if d.device:
-        lines.append(f"- **Device:** {d.device}")
+        lines.append(f"- **Device:** {md_text(d.device)}")
     if d.precision:
-        lines.append(f"- **Precision:** {d.precision}")
+        lines.append(f"- **Precision:** {md_text(d.precision)}")
     if d.versions:
-        lines.append("- **Framework versions:** " + ", ".join(f"{k} {v}" for k, v in d.versions.items()))
+        lines.append("- **Framework versions:** " + ", ".join(f"{md_text(k)} {md_text(v)}"
+                                                             for k, v in d.versions.items()))
     return "\n".join(lines) or "Not recorded."
 
 
 def _reproduce_section(d: KOModelCardData) -> str:
+    parts = []
     if d.reproduce_command:
-        return f"This exact command trained the model:\n\n```bash\n{d.reproduce_command}\n```"
+        where = (f" from the directory it ran in ({md_code(d.reproduce_directory)})" if d.reproduce_directory
+                 else "")
+        parts.append(f"This command trained the model; local paths are relative to the directory it ran in, a "
+                     f"local base-model folder with a Hub id is named by that id. Run it{where}:\n\n"
+                     + md_fence(d.reproduce_command, "bash"))
     if d.reproduce_snippet:
-        return ("With your own tokenized `train_dataset` / `eval_dataset` (the dataset above):\n\n"
-                f"```python\n{d.reproduce_snippet}\n```")
-    return "Not recorded."
+        intro = ("The same run in Python (every setting that differs from the defaults):" if d.reproduce_command
+                 else "In Python (every setting that differs from the defaults"
+                 + ("" if "finetune(" in d.reproduce_snippet else
+                    "; with your own tokenized `train_dataset` / `eval_dataset` of the dataset above") + "):")
+        parts.append(f"{intro}\n\n" + md_fence(d.reproduce_snippet, "python"))
+    return "\n\n".join(parts) or "Not recorded."
+
+
+def _usage_section(d: KOModelCardData) -> str:
+    reference = d.hub_model_id or d.model_name or "path/to/this/model"
+    code = (f"from transformers import pipeline\n\n"
+            f"classifier = pipeline(\"text-classification\", model={json.dumps(reference)})\n"
+            f"print(classifier(\"Your text here\"))")
+    return md_fence(code, "python")
 
 
 def _citations(d: KOModelCardData) -> str:
-    parts = [f"KO optimizer ([arXiv 2505.14777]({KO_PAPER_URL})):\n\n```bibtex\n{KO_CITATION}\n```"]
+    parts = [f"KO optimizer ([arXiv 2505.14777]({KO_PAPER_URL})):\n\n" + md_fence(KO_CITATION, "bibtex")]
     if d.dataset_citation:
-        parts.append(f"Dataset:\n\n```bibtex\n{d.dataset_citation.strip()}\n```")
+        parts.append("Dataset:\n\n" + md_fence(d.dataset_citation.strip(), "bibtex"))
     return "\n\n".join(parts)
 
 
@@ -820,17 +1413,18 @@ def render_model_card(card_data: KOModelCardData) -> str:
     d = card_data
     text = MODEL_CARD_TEMPLATE.substitute(
         metadata=d.metadata().to_yaml(),
-        title=d.model_name or "KO fine-tuned model",
+        title=md_text(d.model_name or "KO fine-tuned model"),
         summary=_summary(d),
         dataset=_dataset_section(d),
         results=_results_section(d),
         ko_heading=("## How KO shaped this model" if d.ko_applied
                     else "## Optimizer (baseline: KO collisions NOT applied)"),
         ko_section=_ko_section(d),
+        adapter=_adapter_section(d),
         hyperparameters=_hyperparameters_section(d),
         environment=_environment_section(d),
         reproduce=_reproduce_section(d),
-        model_ref=d.hub_model_id or d.model_name or "path/to/this/model",
+        usage=_usage_section(d),
         citations=_citations(d),
     )
     return re.sub(r"\n{3,}", "\n\n", text)
@@ -839,23 +1433,53 @@ def render_model_card(card_data: KOModelCardData) -> str:
 # ==================================================================================================== from a trainer
 
 
-def _python_snippet(d: KOModelCardData, num_labels: int | None) -> str:
+def _py(value: Any) -> str:
+    """A Python literal for ``value`` (``ast.literal_eval`` reads it back)."""
+    return repr(_plain(value))
+
+
+def _call(name: str, kwargs: Mapping[str, Any], comments: Mapping[str, str] | None = None) -> str:
+    lines = [f"{name}("]
+    for key, value in kwargs.items():
+        comment = f"  # {visible(comments[key])}" if comments and key in comments else ""
+        lines.append(f"    {key}={_py(value)},{comment}")
+    return "\n".join(lines) + "\n)"
+
+
+def _ko_arguments_call(d: KOModelCardData) -> str:
+    """``KOTrainingArguments(...)`` with every KO field the run used and every non-default training argument."""
+    ko = dict(d.ko_arguments) or {"collision": d.collision, "coll_coef": d.coll_coef,
+                                  "collision_distance_scale": d.distance_scale,
+                                  "collision_include_self": d.include_self, "collision_seed": d.collision_seed}
+    comments = {}
+    if ko.get("collision_targets") is None and d.targets:
+        comments["collision_targets"] = "the head: " + ", ".join(t["name"] for t in d.targets)
+    settings = {"output_dir": d.model_name or "ko-model", **ko, **d.non_default_hyperparameters}
+    return _call("KOTrainingArguments", settings, comments)
+
+
+def _python_snippet(d: KOModelCardData, num_labels: int | None, options: Mapping[str, Any] | None = None) -> str:
+    """A Python run with the same settings: ``finetune(options, args)`` when the run came from ``finetune`` (its
+    options known), else the ``KOTrainer`` code, with the PEFT adapter config when there is one."""
+    args_call = _ko_arguments_call(d)
+    if options is not None:
+        return ("from ko_hf import KOTrainingArguments\n"
+                "from ko_hf.finetune import FinetuneOptions, finetune\n\n"
+                f"options = {_call('FinetuneOptions', options)}\n"
+                f"args = {args_call}\n"
+                "finetune(options, args)")
     base = d.base_model or d.base_model_path or "<base model>"
-    ko = {"collision": d.collision}
-    if d.ko_applied:
-        ko["coll_coef"] = d.coll_coef
-        if d.collision == "hard":
-            ko["collision_distance_scale"] = d.distance_scale
-        elif d.include_self:
-            ko["collision_include_self"] = True
-    settings = {**ko, **d.non_default_hyperparameters}
-    arg_lines = "".join(f"    {k}={v!r},\n" for k, v in settings.items())
     labels = f", num_labels={num_labels}" if num_labels else ""
+    imports = "from transformers import AutoModelForSequenceClassification\n"
+    adapter = ""
+    if d.adapter:
+        imports += f"from peft import {d.adapter['config_class']}, get_peft_model\n"
+        adapter = f"model = get_peft_model(model, {_call(d.adapter['config_class'], d.adapter['settings'])})\n"
     return (
-        "from transformers import AutoModelForSequenceClassification\n"
-        "from ko_hf import KOTrainer, KOTrainingArguments\n\n"
-        f"model = AutoModelForSequenceClassification.from_pretrained({base!r}{labels})\n"
-        f"args = KOTrainingArguments(\n    output_dir={d.model_name or 'ko-model'!r},\n{arg_lines})\n"
+        f"{imports}from ko_hf import KOTrainer, KOTrainingArguments\n\n"
+        f"model = AutoModelForSequenceClassification.from_pretrained({_py(base)}{labels})\n"
+        f"{adapter}"
+        f"args = {args_call}\n"
         "trainer = KOTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,\n"
         "                    compute_metrics=compute_metrics)\n"
         "trainer.train()"
@@ -891,16 +1515,39 @@ def _draw_plots(trainer: Any, callback: KOModelCardCallback, d: KOModelCardData,
             continue
         file = similarity_plot_file(name)
         labels = d.label_names if len(d.label_names) == target["shape"][0] else None
+        start_step = callback.start_weights_step.get(name, 0)
+        start_label = "start of training" if not start_step else f"resume point (step {start_step})"
         plots.plot_similarity_heatmaps(start, params[name].detach(), output_dir / file,
-                                       title=f"{name} ({title_setting})",
+                                       title=f"{visible(name)} ({title_setting})",
+                                       start_label=start_label,
                                        end_label=f"end of training (step {d.global_step})"
                                        if d.global_step is not None else "end of training",
-                                       neuron_labels=labels)
-        d.plots.append((f"Cosine similarity of the neurons of {name}, start vs end of training", file))
+                                       neuron_labels=[visible(x) for x in labels] if labels else None)
+        d.plots.append((f"Cosine similarity of the neurons of {name}, {start_label} vs end of training", file))
     if any(len(e) > 1 for e in history):
         plots.plot_condensation_curves(history, output_dir / CURVES_FILE,
                                        title=f"Condensation during training ({title_setting})")
         d.plots.append(("Weight correlation and neuron similarity during training", CURVES_FILE))
+
+
+def _card_callback(trainer: Any) -> KOModelCardCallback:
+    """The trainer's card callback (the one in its callback handler: Trainer may have restored a new instance
+    from a checkpoint), or a fresh one that has recorded nothing."""
+    for callback in getattr(getattr(trainer, "callback_handler", None), "callbacks", []):
+        if isinstance(callback, KOModelCardCallback):
+            return callback
+    return getattr(trainer, "model_card_callback", None) or KOModelCardCallback(trainer=trainer)
+
+
+def _local_name(name: str) -> str:
+    """A local data set's folder or file name (what the metadata may show of a path)."""
+    path = Path(str(name).rstrip("/\\")).expanduser()
+    return path.name or Path.cwd().name
+
+
+def _looks_local(name: str | None) -> bool:
+    return bool(name) and ("/" in name or "\\" in name or name.startswith(("~", ".")) or os.path.isabs(name)) \
+        and not is_hub_id(name)
 
 
 def build_card_data(
@@ -916,19 +1563,22 @@ def build_card_data(
     dataset: str | list[str] | None = None,
     dataset_args: str | list[str] | None = None,
     dataset_info: Any = None,
+    finetune_options: Any = None,
     reproduce_command: str | None = None,
     metrics: Mapping[str, float] | None = None,
     plots: bool | None = None,
     output_dir: str | os.PathLike | None = None,
 ) -> KOModelCardData:
-    """Fill a :class:`KOModelCardData` from a trainer (its card callback's records, args, model, log history)."""
-    callback = getattr(trainer, "model_card_callback", None)
-    if callback is None:
-        callback = KOModelCardCallback(trainer=trainer)
+    """Fill a :class:`KOModelCardData` from a trainer (its card callback's records, args, model, log history).
+
+    Reads only: the trainer, its arguments and accelerate's state are left exactly as they were.
+    """
+    callback = _card_callback(trainer)
     args = trainer.args
     d = copy.deepcopy(callback.card_data)  # the card's additions do not leak into what the callback recorded
     model = trainer.model
     output_dir = Path(output_dir or args.output_dir)
+    cwd = os.getcwd()
 
     if not callback.trained:  # card written without train(): describe what there is now
         d.collision = getattr(args, "collision", "none")
@@ -936,42 +1586,74 @@ def build_card_data(
         d.distance_scale = getattr(args, "collision_distance_scale", None)
         d.include_self = getattr(args, "collision_include_self", None)
         d.collision_seed = getattr(args, "collision_seed", None)
-        d.targets = [{"name": n, "shape": list(p.shape)} for n, p in callback._targets(model)]
+        d.ko_arguments = {name: copy.deepcopy(getattr(args, name, None)) for name in ko_field_names()}
+        d.targets = [{"name": n, "shape": list(p.shape)} for n, p in callback._targets(model, args)]
         if trainer.optimizer is not None:
             d.optimizer = optimizer_settings(trainer.optimizer)
+        world, backend = running_world(args)
+        d.world_size = world
+        d.per_device_train_batch_size = int(args.per_device_train_batch_size)
+        d.gradient_accumulation_steps = int(args.gradient_accumulation_steps)
+        d.total_train_batch_size = int(args.train_batch_size) * d.gradient_accumulation_steps * world
+        d.device, d.precision = describe_device(args, world_size=world, backend=backend)
     if model is not None:
-        d.condensation_end = callback.measure(model) if not d.condensation_end else d.condensation_end
+        d.condensation_end = callback.measure(model, args) if not d.condensation_end else d.condensation_end
 
     # model and its origin
     d.hub_model_id = args.hub_model_id
     d.model_name = model_name or d.model_name or (args.hub_model_id.split("/")[-1] if args.hub_model_id
                                                   else output_dir.name)
-    config = getattr(model, "config", None)
-    origin = finetuned_from or getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", None) or ""
-    d.base_model = origin if is_hub_id(origin) else None
-    d.base_model_path = None if d.base_model or not origin else str(origin)
-    if config is not None:
-        d.architecture = (config.architectures or [type(model).__name__])[0] if getattr(config, "architectures", None) \
-            else type(model).__name__
-    if model is not None:
-        d.num_parameters = sum(p.numel() for p in model.parameters())
+    inner = unwrap_model(model)
+    config = getattr(inner, "config", None)
+    origin_name = (finetuned_from or getattr(config, "_name_or_path", None) or getattr(inner, "name_or_path", None)
+                   or "")
+    origin = resolve_base_model(origin_name)
+    d.base_model = origin.hub_id
+    d.base_model_path = origin.path
+    d.base_model_evidence = origin.evidence
+    if inner is not None:
+        d.architecture = type(inner).__name__  # the class that was trained, not the checkpoint's `architectures`
+        d.num_parameters = sum(p.numel() for p in inner.parameters())
+        d.num_trainable_parameters = sum(p.numel() for p in inner.parameters() if p.requires_grad)
+    d.adapter = adapter_facts(model)
+    d.library_name = "peft" if d.adapter else "transformers"
     d.language = language
-    d.license = license
+    if license:
+        d.license, d.license_name, d.license_link, d.license_source = license, None, None, "given"
+    elif origin.license:
+        d.license, d.license_name, d.license_link = origin.license, origin.license_name, origin.license_link
+        d.license_source = "base model"
     d.tags = card_tags(d.collision, list(tags) if isinstance(tags, (list, tuple)) else tags)
+    if d.adapter:  # what PEFT's own card tags an adapter with (its base-model tag only for a Hub id)
+        extra = d.adapter["tags"] + ([f"base_model:adapter:{d.base_model}"] if d.base_model else [])
+        d.tags += [t for t in extra if t not in d.tags]
     if tasks:
         d.pipeline_tag = tasks if isinstance(tasks, str) else list(tasks)[0]
 
     # dataset
     facts = _dataset_facts(dataset_info)
     hub_datasets = [dataset_tags] if isinstance(dataset_tags, str) else list(dataset_tags or [])
-    if not hub_datasets and is_hub_id(facts.get("source")) and "/" in str(facts.get("source")):
-        hub_datasets = [facts["source"]]
-    d.datasets = hub_datasets
+    source = facts.get("source")
+    if not hub_datasets and isinstance(source, str):
+        if source.startswith("hub:"):
+            hub_datasets = [source[len("hub:"):]]
+        elif is_hub_id(source) and "/" in source:
+            hub_datasets = [source]
     names = [dataset] if isinstance(dataset, str) else list(dataset or [])
-    d.dataset_name = names[0] if names else facts.get("name") or (hub_datasets[0] if hub_datasets else None)
+    name = names[0] if names else facts.get("name") or (hub_datasets[0] if hub_datasets else None)
+    local_source = isinstance(source, str) and not source.startswith(("hub:", "package:")) and not hub_datasets
+    if not hub_datasets and name:
+        from .data import DATASET_RECIPES
+
+        recipe = DATASET_RECIPES.get(name)
+        if recipe is not None and recipe.hub_id and local_source:  # a local copy of a recipe's Hub data set
+            hub_datasets = [recipe.hub_id]
+    d.dataset_local = bool(local_source or (not hub_datasets and _looks_local(name)))
+    d.datasets = hub_datasets
+    d.dataset_name = _local_name(name) if _looks_local(name) else name
     configs = [dataset_args] if isinstance(dataset_args, str) else list(dataset_args or [])
     d.dataset_config = configs[0] if configs else None
-    d.dataset_source = facts.get("source")
+    d.dataset_source = source
     d.dataset_splits = facts.get("splits") or {}
     if not d.dataset_splits:
         for split, ds in (("train", trainer.train_dataset), ("validation", trainer.eval_dataset)):
@@ -984,6 +1666,20 @@ def build_card_data(
         if not generic:
             d.label_names = [str(id2label[k]) for k in sorted(id2label)]
     d.dataset_citation = facts.get("citation")
+    options = None
+    if finetune_options is not None:
+        d.max_length = getattr(finetune_options, "max_length", None)
+        limits = {"train": getattr(finetune_options, "max_train_samples", None),
+                  "validation": getattr(finetune_options, "max_eval_samples", None),
+                  "test": getattr(finetune_options, "max_eval_samples", None)}
+        d.subsets = {split: int(limit) for split, limit in limits.items()
+                     if limit is not None and d.dataset_splits.get(split) == limit}  # (a smaller split was not cut)
+        d.data_seed = int(args.seed)
+        options = non_default_fields(finetune_options)
+        for key in ("model_name_or_path", "dataset", "tokenizer_name"):
+            if isinstance(options.get(key), str):
+                options[key] = _portable_option(options[key], cwd, origin)
+        options.setdefault("max_length", d.max_length)
 
     # results: the callback's records, else the log history; explicit metrics win
     history = trainer.state.log_history
@@ -1002,29 +1698,31 @@ def build_card_data(
 
     # run
     d.non_default_hyperparameters = non_default_hyperparameters(args)
-    d.total_train_batch_size = args.train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
     if d.global_step is None and trainer.state.global_step:
         d.global_step = int(trainer.state.global_step)
     runtimes = [e["train_runtime"] for e in history if "train_runtime" in e]
     d.train_runtime = float(runtimes[-1]) if runtimes else None
-    d.device, d.precision = describe_device(args)
     d.versions = framework_versions()
-    d.reproduce_command = reproduce_command
+    if d.adapter:
+        d.versions["PEFT"] = d.adapter["version"]
+    d.reproduce_command = portable_command(reproduce_command, cwd, origin) if reproduce_command else None
+    d.reproduce_directory = Path(cwd).name if d.reproduce_command else None
     num_labels = getattr(config, "num_labels", None)
-    d.reproduce_snippet = _python_snippet(d, num_labels)
+    d.reproduce_snippet = _python_snippet(d, num_labels, options)
 
     # pictures
     d.plots, d.plots_note = [], None
     if callback.plots if plots is None else plots:
-        start_entry = {"step": 0}
-        for name, values in d.condensation_start.items():
-            start_entry.update({f"ko/{name}/{k}": v for k, v in values.items()})
+        start_entry = {"step": d.condensation_start_step}
+        for target, values in d.condensation_start.items():
+            start_entry.update({f"ko/{target}/{k}": v for k, v in values.items()})
         if d.condensation_start:
             start_entry["ko/weight_correlation"] = sum(v["weight_correlation"] for v in d.condensation_start.values()) \
                 / len(d.condensation_start)
             start_entry["ko/neuron_similarity"] = max(v["neuron_similarity"] for v in d.condensation_start.values())
-        curve_history = ([start_entry] if d.condensation_start and not any(e.get("step") == 0 for e in d.ko_history)
-                         else []) + d.ko_history
+        first = d.condensation_start_step
+        curve_history = ([start_entry] if d.condensation_start and not any(e.get("step") == first for e in d.ko_history)
+                         else []) + [e for e in d.ko_history if e.get("step", 0) >= first]
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
             _draw_plots(trainer, callback, d, curve_history, output_dir)
@@ -1033,6 +1731,14 @@ def build_card_data(
             d.plots_note = (f"*Condensation pictures* were not drawn because matplotlib could not be imported: "
                             f"`{PLOTS_INSTALL_HINT}`, then call `trainer.create_model_card()` again.")
     return d
+
+
+def _portable_option(value: str, cwd: str, origin: BaseModelOrigin) -> str:
+    """A path-valued option (``NAME=path`` too) as the reproduce snippet shows it: see :func:`portable_path`."""
+    if "=" in value and not os.path.exists(value):
+        key, path = value.split("=", 1)
+        return f"{key}={portable_path(path, cwd, origin)}"
+    return portable_path(value, cwd, origin)
 
 
 def write_model_card(trainer: Any, **kwargs: Any) -> Path | None:

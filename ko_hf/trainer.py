@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,28 @@ class KOTrainingArguments(TrainingArguments):
         if self.collision_seed is None:
             self.collision_seed = self.seed
         super().__post_init__()
+
+    # Trainer saves the arguments with every checkpoint and model (``training_args.bin`` is ``torch.save(args)``)
+    # and ``push_to_hub`` uploads that file: a Hub token must never be in it. Pickling leaves the ``*_token``
+    # fields out (the same fields ``to_dict`` redacts); copies made in memory keep them, so a push still works.
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for key in state:
+            if key.endswith("_token"):
+                state[key] = None
+        return state
+
+    def __copy__(self) -> "KOTrainingArguments":
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def __deepcopy__(self, memo: dict) -> "KOTrainingArguments":
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
 
 
 def _is_ko_optimizer(optimizer: Any) -> bool:

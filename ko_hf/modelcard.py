@@ -955,7 +955,7 @@ class KOModelCardCallback(TrainerCallback, ExportableState):
                 self.start_weights[name] = _decode_tensor(saved)
                 self.start_weights_step[name] = data.condensation_start_step
             elif param.dim() >= 2 and param.numel() <= self.max_plot_elements:
-                self.start_weights[name] = param.detach().float().cpu().clone()
+                self.start_weights[name] = _local_copy(param)
                 self.start_weights_step[name] = int(state.global_step)
 
         optimizer = getattr(self.trainer, "optimizer", None) or optimizer
@@ -966,7 +966,8 @@ class KOModelCardCallback(TrainerCallback, ExportableState):
         data.world_size = world
         data.per_device_train_batch_size = int(args.per_device_train_batch_size)
         data.gradient_accumulation_steps = int(args.gradient_accumulation_steps)
-        per_step = int(getattr(state, "train_batch_size", None) or args.train_batch_size)
+        # the batch the training loop really draws per process (Trainer's, which auto_find_batch_size may lower)
+        per_step = int(getattr(self.trainer, "_train_batch_size", None) or args.train_batch_size)
         data.total_train_batch_size = per_step * data.gradient_accumulation_steps * world
         data.device, data.precision = describe_device(args, world_size=world, backend=backend)
 
@@ -1005,8 +1006,16 @@ class KOModelCardCallback(TrainerCallback, ExportableState):
             pass
 
 
+def _local_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A float32 CPU copy of a weight (the whole tensor, for a sharded DTensor too)."""
+    tensor = tensor.detach()
+    if hasattr(tensor, "full_tensor"):
+        tensor = tensor.full_tensor()
+    return tensor.float().cpu().clone()
+
+
 def _encode_tensor(tensor: torch.Tensor) -> dict[str, Any]:
-    data = tensor.detach().float().cpu().contiguous().numpy().tobytes()
+    data = _local_copy(tensor).contiguous().numpy().tobytes()
     return {"shape": list(tensor.shape), "float32_base64": base64.b64encode(data).decode("ascii")}
 
 

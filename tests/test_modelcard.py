@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from transformers import BertForSequenceClassification, TrainerCallback, TrainingArguments
+from transformers import BertForSequenceClassification, TrainingArguments
 
 from ko_hf import KOTrainer, KOTrainingArguments
 from ko_hf.data import TextClassificationData
@@ -36,7 +36,7 @@ from ko_hf.modelcard import (
 )
 
 from test_distributed import free_port
-from test_finetune import make_config, save_tiny_model, write_fixture
+from test_finetune import StopAt, make_config, save_tiny_model, write_fixture
 from tiny import tiny_bert, tiny_dataset
 
 HUB_BASE = "google-bert/bert-base-uncased"
@@ -548,17 +548,6 @@ def test_hub_token_from_a_yaml_config_is_never_written_to_disk(tmp_path):
     assert torch.load(out / "training_args.bin", weights_only=False).hub_token is None
     assert trainer.args.hub_token == token  # still there for push_to_hub
     assert copy.deepcopy(trainer.args).hub_token == token and copy.copy(trainer.args).hub_token == token
-
-
-class StopAt(TrainerCallback):
-    """Interrupts training once the checkpoint of ``step`` is written."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 @pytest.mark.parametrize("restore_callbacks", [False, True])

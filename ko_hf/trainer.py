@@ -13,7 +13,7 @@ from transformers.utils import logging
 
 from .collision import neuron_similarity, weight_correlation
 from .optim import COLLISION_TYPES, CollisionMixin, ko_optimizer_class, validate_collision_settings
-from .targets import collision_target_names
+from .targets import collision_target_parameters, unwrapped_named_parameters, warn_two_class_targets
 
 logger = logging.get_logger(__name__)
 
@@ -21,6 +21,44 @@ logger = logging.get_logger(__name__)
 #: gives the measurements behind them.
 DEFAULT_COLL_COEF = {"none": 0.0, "soft": 0.1, "hard": 0.2}
 DEFAULT_DISTANCE_SCALE = 0.05
+
+#: The KO fields of ``KOTrainingArguments`` (what a hyperparameter-search trial may change).
+KO_FIELDS = ("collision", "coll_coef", "collision_targets", "collision_distance_scale", "collision_include_self",
+             "collision_seed")
+
+#: ``optim`` values whose optimizer builds its own parameter groups (or steps inside backward), so no flagged
+#: collision group can be attached: GaLore, APOLLO (low-rank projections of target modules), LOMO/AdaLomo.
+FACTORY_OPTIM_PREFIXES = ("galore_", "apollo_", "lomo", "adalomo")
+SUPPORTED_OPTIMS = ("adamw_torch", "adamw_torch_fused", "sgd", "adafactor", "adagrad", "rmsprop", "adamw_8bit",
+                    "paged_adamw_8bit", "lion_8bit", "schedule_free_adamw", "schedule_free_sgd", "stable_adamw")
+
+
+def derived_defaults(args: "KOTrainingArguments") -> dict[str, Any]:
+    """The KO settings whose default follows other settings: ``coll_coef`` from ``collision``, ``collision_seed``
+    from ``seed``. Applied where a setting is left ``None``, and again per hyperparameter-search trial."""
+    return {"coll_coef": DEFAULT_COLL_COEF.get(args.collision), "collision_seed": args.seed}
+
+
+def optim_name(args: TrainingArguments) -> str:
+    """``args.optim`` as the string a user writes (``"galore_adamw"``), not the enum's repr."""
+    return str(getattr(args.optim, "value", args.optim))
+
+
+def check_optim_supports_collisions(args: "KOTrainingArguments") -> None:
+    """``ValueError`` naming ``optim`` when collisions are on and the optimizer builds its own parameter groups."""
+    name = optim_name(args)
+    if args.collision != "none" and name.startswith(FACTORY_OPTIM_PREFIXES):
+        raise ValueError(
+            f"optim={name!r} builds its own parameter groups, so KO collisions cannot be attached to the head; use a "
+            f"standard optimizer ({', '.join(SUPPORTED_OPTIMS)}, or any torch.optim.Optimizer through "
+            "optimizer_cls_and_kwargs), or collision='none'"
+        )
+
+
+def validate_ko_arguments(args: "KOTrainingArguments") -> None:
+    """Every check of the KO settings (``ValueError`` naming the value and what is valid)."""
+    validate_collision_settings(args.collision, args.coll_coef, args.collision_distance_scale)
+    check_optim_supports_collisions(args)
 
 
 @dataclass
@@ -55,14 +93,18 @@ class KOTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        if self.coll_coef is None and self.collision in DEFAULT_COLL_COEF:
-            self.coll_coef = DEFAULT_COLL_COEF[self.collision]
+        #: the derived settings (see :func:`derived_defaults`) the user left to their default; a search trial
+        #: re-derives these from its own collision/seed.
+        self._ko_derived = {name for name in derived_defaults(self) if getattr(self, name) is None}
+        for name, value in derived_defaults(self).items():
+            if name in self._ko_derived and value is not None:
+                setattr(self, name, value)
         validate_collision_settings(self.collision, self.coll_coef, self.collision_distance_scale)
         if isinstance(self.collision_targets, str):
             self.collision_targets = [self.collision_targets]
-        if self.collision_seed is None:
-            self.collision_seed = self.seed
         super().__post_init__()
+        check_optim_supports_collisions(self)
+
 
     # Trainer saves the arguments with every checkpoint and model (``training_args.bin`` is ``torch.save(args)``)
     # and ``push_to_hub`` uploads that file: a Hub token must never be in it. Pickling leaves the ``*_token``
@@ -87,8 +129,43 @@ class KOTrainingArguments(TrainingArguments):
         return clone
 
 
+FSDP_REFUSAL = (
+    "KOTrainer does not run collisions under FSDP: Trainer's FSDP path cannot be tested here (on CPU Trainer "
+    "falls back to DDP), so it is refused rather than assumed to work. The KO optimizer itself supports FSDP2 "
+    "(torch.distributed.fsdp.fully_shard): write the training loop yourself as in examples/fsdp2_train.py (README, "
+    "section FSDP); or use DDP (plain `accelerate launch`/`torchrun`), or collision='none'"
+)
+
+
 def _is_ko_optimizer(optimizer: Any) -> bool:
     return isinstance(getattr(optimizer, "optimizer", optimizer), CollisionMixin)
+
+
+def _is_peft_model(model: Any) -> bool:
+    from .targets import _peft_classes
+
+    peft = _peft_classes()
+    return peft is not None and any(isinstance(module, peft[0]) for module in model.modules())
+
+
+def _check_not_factory(optimizer_cls: Any, optimizer_kwargs: dict[str, Any], where: str) -> None:
+    if is_optimizer_factory(optimizer_cls) or {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
+        raise ValueError(
+            f"{where} builds its own parameter groups, so KO collisions cannot be attached; use a standard "
+            f"torch.optim optimizer ({', '.join(SUPPORTED_OPTIMS)}), or collision='none'"
+        )
+
+
+def _reject_trial(trial: Any, err: ValueError) -> None:
+    """A trial whose KO settings are invalid: pruned under optuna (the study goes on), else a ValueError."""
+    number = getattr(trial, "number", None)
+    message = f"hyperparameter-search trial{'' if number is None else f' {number}'} rejected before training: {err}"
+    logger.warning(message)
+    if hasattr(trial, "study") or type(trial).__module__.startswith("optuna"):
+        import optuna
+
+        raise optuna.TrialPruned(message) from err
+    raise ValueError(message) from err
 
 
 class KOTrainer(Trainer):
@@ -101,12 +178,15 @@ class KOTrainer(Trainer):
     """
 
     def __init__(self, model=None, args: TrainingArguments | None = None, *pargs: Any, **kwargs: Any) -> None:
-        if args is not None and not isinstance(args, KOTrainingArguments):
+        if args is None:  # what Trainer does, with the KO arguments (default: soft collision on the head)
+            args = KOTrainingArguments(output_dir="tmp_trainer")
+        elif not isinstance(args, KOTrainingArguments):
             raise ValueError(
                 f"KOTrainer needs KOTrainingArguments, got {type(args).__name__}; "
                 "KOTrainingArguments takes every TrainingArguments field plus the collision settings"
             )
         super().__init__(model, args, *pargs, **kwargs)
+        self._ko_search_base: dict[str, Any] | None = None
         self.collision_targets = self._resolve_targets()
         self._check_supported_setup()
         from .modelcard import KOModelCardCallback  # facts for the model card; pass your own in callbacks=
@@ -119,34 +199,48 @@ class KOTrainer(Trainer):
     def collision_enabled(self) -> bool:
         return self.args.collision != "none"
 
+    def collision_target_parameters(self, model: torch.nn.Module | None = None) -> dict[str, torch.nn.Parameter]:
+        """``{name: parameter}`` of the collision targets in ``model`` (default: the trainer's), by their plain
+        names (through PEFT / torch.compile / DDP wrappers)."""
+        model = self.model if model is None else model
+        if model is None or not self.collision_targets:
+            return {}
+        params = dict(unwrapped_named_parameters(model))
+        return {name: params[name] for name in self.collision_targets if name in params}
+
     def _resolve_targets(self) -> list[str]:
         if self.model is None:
             return []
         if not self.collision_enabled:
             try:  # still watched for condensation metrics, when the model has a head
-                return collision_target_names(self.model, self.args.collision_targets)
+                return list(collision_target_parameters(self.model, self.args.collision_targets))
             except ValueError:
                 return []
-        names = collision_target_names(self.model, self.args.collision_targets)
-        params = dict(self.model.named_parameters())
-        frozen = [n for n in names if not params[n].requires_grad]
+        params = collision_target_parameters(self.model, self.args.collision_targets)
+        frozen = [n for n, p in params.items() if not p.requires_grad]
         if frozen:
-            raise ValueError(f"collision targets {frozen} are frozen (requires_grad=False); unfreeze them or drop them")
-        return names
+            hint = ("; under PEFT, add their modules to LoraConfig(modules_to_save=[...]) (ko-finetune --lora does "
+                    "this for its collision targets)" if _is_peft_model(self.model) else "")
+            raise ValueError(
+                f"collision targets {frozen} are frozen (requires_grad=False); unfreeze them or drop them{hint}"
+            )
+        warn_two_class_targets(params)
+        return list(params)
 
     def _check_supported_setup(self) -> None:
         if not self.collision_enabled:
             return
+        check_optim_supports_collisions(self.args)
+        if self.optimizer_cls_and_kwargs is not None:
+            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+            _check_not_factory(optimizer_cls, optimizer_kwargs, "optimizer_cls_and_kwargs")
         if self.is_deepspeed_enabled:
             raise ValueError(
                 "collision needs each rank to hold the whole gradient of the head, which DeepSpeed ZeRO shards; "
                 "use DDP (plain `accelerate launch`/`torchrun`) or collision='none'"
             )
         if self.is_fsdp_enabled:
-            raise ValueError(
-                "collision needs each rank to hold the whole gradient of the head, which FSDP shards; "
-                "use DDP (plain `accelerate launch`/`torchrun`) or collision='none'"
-            )
+            raise ValueError(FSDP_REFUSAL)
         if self.optimizer is not None and not _is_ko_optimizer(self.optimizer):
             raise ValueError(
                 f"collision={self.args.collision!r} but the optimizer passed in optimizers= is a "
@@ -166,11 +260,7 @@ class KOTrainer(Trainer):
             if self.optimizer_cls_and_kwargs is not None
             else self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         )
-        if is_optimizer_factory(optimizer_cls) or {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
-            raise ValueError(
-                f"optim={self.args.optim!r} builds its own parameter groups, so collisions cannot be attached; "
-                "use a standard torch.optim optimizer (e.g. adamw_torch, adamw_torch_fused, sgd)"
-            )
+        _check_not_factory(optimizer_cls, optimizer_kwargs, f"optim={optim_name(self.args)!r}")
         groups = self.collision_param_groups(opt_model)
         self.optimizer = ko_optimizer_class(optimizer_cls)(groups, **optimizer_kwargs)
         return self.optimizer
@@ -178,15 +268,16 @@ class KOTrainer(Trainer):
     def collision_param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         """Trainer's decay / no-decay groups without the targets, then one flagged group per target."""
         decay = set(self.get_decay_parameter_names(model))
-        targets = set(self.collision_targets)
+        targets = {id(p): name for name, p in self.collision_target_parameters(model).items()}
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         args = self.args
         groups: list[dict[str, Any]] = [
-            {"params": [p for n, p in trainable if n in decay and n not in targets], "weight_decay": args.weight_decay},
-            {"params": [p for n, p in trainable if n not in decay and n not in targets], "weight_decay": 0.0},
+            {"params": [p for n, p in trainable if n in decay and id(p) not in targets],
+             "weight_decay": args.weight_decay},
+            {"params": [p for n, p in trainable if n not in decay and id(p) not in targets], "weight_decay": 0.0},
         ]
         for name, param in trainable:
-            if name in targets:
+            if id(param) in targets:
                 groups.append(
                     {
                         "params": [param],
@@ -197,22 +288,67 @@ class KOTrainer(Trainer):
                         "collision_include_self": args.collision_include_self,
                         "collision_seed": args.collision_seed,
                         "collision_step": 0,
-                        "collision_names": [name],
+                        "collision_names": [targets[id(param)]],
                     }
                 )
         return groups
+
+    # ------------------------------------------------------------------ hyperparameter search
+
+    def hyperparameter_search(self, *args: Any, **kwargs: Any):
+        """``Trainer.hyperparameter_search``, with the KO settings re-derived per trial.
+
+        A trial that sets ``collision`` but not ``coll_coef`` gets that collision type's default coef (as
+        ``KOTrainingArguments`` would), unless ``coll_coef`` was given explicitly to the arguments; the same for
+        ``collision_seed`` and ``seed``. Every trial starts from the arguments' own KO settings (not from the
+        previous trial's). A trial with invalid KO settings is rejected before it trains: with optuna it is
+        pruned (``optuna.TrialPruned`` carrying the message) and the study goes on; with other backends it raises
+        ``ValueError``. :func:`ko_hf.search.ko_hp_space` builds an optuna search space over the KO settings.
+        """
+        self._ko_search_base = {name: getattr(self.args, name) for name in KO_FIELDS}
+        self._ko_search_base["_ko_derived"] = set(getattr(self.args, "_ko_derived", ()))
+        try:
+            return super().hyperparameter_search(*args, **kwargs)
+        finally:
+            self._restore_ko_settings()
+            self._ko_search_base = None
+
+    def _restore_ko_settings(self) -> None:
+        if self._ko_search_base is not None:
+            for name, value in self._ko_search_base.items():
+                setattr(self.args, name, set(value) if name == "_ko_derived" else value)
+
+    def _hp_search_setup(self, trial: Any) -> None:
+        if self.hp_search_backend is None or trial is None or self._ko_search_base is None:
+            return super()._hp_search_setup(trial)
+        self._restore_ko_settings()
+        super()._hp_search_setup(trial)
+        if isinstance(trial, dict):
+            chosen = set(trial)
+        else:  # optuna: the space returns the trial's stored values again for the same names
+            chosen = set(self.hp_space(trial))
+        derived = getattr(self.args, "_ko_derived", set())
+        for name, value in derived_defaults(self.args).items():
+            if name in derived and name not in chosen and value is not None:
+                setattr(self.args, name, value)
+        try:
+            validate_ko_arguments(self.args)
+            self.collision_targets = self._resolve_targets()
+            self._check_supported_setup()
+        except ValueError as err:
+            _reject_trial(trial, err)
 
     # ------------------------------------------------------------------ logging
 
     def collision_metrics(self) -> dict[str, float]:
         """``ko/`` metrics: condensation of every target, and collision statistics since the last call."""
-        if self.model is None or not self.collision_targets:
+        params = self.collision_target_parameters()
+        if not params:
             return {}
-        params = dict(self.model.named_parameters())
         metrics: dict[str, float] = {}
         correlations, similarities = [], []
-        for name in self.collision_targets:
-            weight = params[name].detach()
+        for name, param in params.items():
+            weight = param.detach()
             weight = weight.reshape(weight.shape[0], -1)
             if weight.shape[0] < 2:
                 continue
@@ -243,7 +379,9 @@ class KOTrainer(Trainer):
         write_model_card(self, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs or "train_loss" in logs:
+        if "train_loss" in logs:  # the end of training: in place, so train()'s metrics (train_results.json) get them
+            logs.update(self.collision_metrics())
+        elif "loss" in logs:
             logs = {**logs, **self.collision_metrics()}
         super().log(logs, start_time)
 

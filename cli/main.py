@@ -27,6 +27,7 @@ import typer
 
 MODEL_DATA = "Model & data"
 KO = "KO collision"
+LORA = "LoRA (peft)"
 TRAINING = "Training"
 OUTPUT = "Output & Hub"
 
@@ -208,6 +209,18 @@ def train(
     include_self: Annotated[Optional[bool], typer.Option(
         "--include-self/--no-include-self", help="Soft collision: keep the diagonal of S (Alg. 2 read literally).",
         rich_help_panel=KO, show_default=False)] = None,
+    lora: Annotated[Optional[bool], typer.Option(
+        "--lora/--no-lora", help='Train LoRA adapters in the encoder, the head in full (needs pip install '
+        '"ko-hf[lora]").', rich_help_panel=LORA, show_default=False)] = None,
+    lora_r: Annotated[Optional[int], typer.Option(
+        help="LoRA rank (default: 8).", rich_help_panel=LORA, show_default=False)] = None,
+    lora_alpha: Annotated[Optional[float], typer.Option(
+        help="LoRA alpha (default: 16).", rich_help_panel=LORA, show_default=False)] = None,
+    lora_dropout: Annotated[Optional[float], typer.Option(
+        help="LoRA dropout (default: 0.1).", rich_help_panel=LORA, show_default=False)] = None,
+    lora_target_modules: Annotated[Optional[list[str]], typer.Option(
+        help="Modules that get adapters (repeatable; default: peft's for the model type).", rich_help_panel=LORA,
+        show_default=False)] = None,
     epochs: Annotated[Optional[float], typer.Option(
         help="Training epochs (default: 3).", rich_help_panel=TRAINING, show_default=False)] = None,
     learning_rate: Annotated[Optional[float], typer.Option(
@@ -256,6 +269,8 @@ def train(
         "max_length": max_length, "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples,
         "collision": collision, "coll_coef": coll_coef, "collision_targets": collision_targets or None,
         "collision_distance_scale": distance_scale, "collision_include_self": include_self,
+        "lora": lora, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
+        "lora_target_modules": lora_target_modules or None,
         "num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
         "per_device_eval_batch_size": batch_size, "seed": seed, "bf16": bf16, "fp16": fp16,
         "resume_from_checkpoint": resume_from_checkpoint, "output_dir": output_dir, "push_to_hub": push_to_hub,

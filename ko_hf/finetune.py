@@ -91,6 +91,17 @@ class FinetuneOptions:
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer folder or Hub id, when not the model's own."}
     )
+    lora: bool = field(
+        default=False, metadata={"help": "Train LoRA adapters (peft) in the encoder instead of all its weights; the "
+                                         "head (and the other collision targets) train in full."}
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules that get adapters (default: peft's for the model type, e.g. "
+                                        "query, value for BERT)."}
+    )
 
 
 @dataclass
@@ -363,6 +374,11 @@ def prepare_finetune(options: FinetuneOptions, args: KOTrainingArguments, *, cal
     model_name = options.model_name_or_path
     config = _load_model_config(model_name)
     _check_sequence_classification(model_name, config)
+    if options.lora:
+        from .lora import check_lora_settings
+
+        check_lora_settings(options.lora_r, options.lora_alpha, options.lora_dropout, options.lora_target_modules,
+                            config.model_type)
     tokenizer = _load_tokenizer(options.tokenizer_name or model_name)
     _check_max_length(options.max_length, config, tokenizer)
     data = load_text_classification(
@@ -390,6 +406,11 @@ def prepare_finetune(options: FinetuneOptions, args: KOTrainingArguments, *, cal
         raise FinetuneError(f"cannot load {model_name!r} for sequence classification: {_first_line(err)}") from err
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if options.lora:
+        from .lora import apply_lora
+
+        model = apply_lora(model, r=options.lora_r, alpha=options.lora_alpha, dropout=options.lora_dropout,
+                           target_modules=options.lora_target_modules, collision_targets=args.collision_targets)
 
     def tokenize(batch):
         return tokenizer(batch["text"], truncation=True, max_length=options.max_length)
@@ -470,6 +491,10 @@ def run_prepared(prepared: PreparedFinetune) -> FinetuneResult:
     if head_metrics:
         trainer.save_metrics("head", {f"head_{k}": v for k, v in head_metrics.items()})
     trainer.save_state()
+    if prepared.options.lora and trainer.is_world_process_zero():  # before the upload: it goes with the adapter
+        from .lora import save_head_config
+
+        save_head_config(trainer.model, args.output_dir)  # the labels, for ko_hf.lora.load_lora_classifier
     card_kwargs = _card_kwargs(trainer, prepared)
     if args.push_to_hub:  # saves the model, writes the card and uploads, once
         trainer.push_to_hub(commit_message="ko-finetune", blocking=True, **card_kwargs)

@@ -75,17 +75,37 @@ def _as_rows(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dim() == 2 else tensor.reshape(tensor.shape[0], -1)
 
 
-def _reject_sharded(param: torch.Tensor, name: str) -> None:
+def _is_dtensor(tensor: Any) -> bool:
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return isinstance(tensor, DTensor)
+
+
+def _whole_rows(param: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target's whole weight and gradient as ``[N, D]`` rows. Under FSDP2 (``DTensor`` parameters) both are
+    all-gathered, so every rank holds the same whole tensors (a collective: every rank calls it, in group order)."""
+    weight, grad = param.detach(), param.grad
+    if _is_dtensor(weight):
+        weight = weight.full_tensor()
+    if _is_dtensor(grad):
+        grad = grad.full_tensor()
+    return _as_rows(weight), _as_rows(grad)
+
+
+def _write_back(param: torch.Tensor, grad: torch.Tensor, new_grad: torch.Tensor) -> None:
+    """Store the collided ``[N, D]`` gradient: in place of ``grad``, or, for a ``DTensor`` gradient, this rank's
+    own shard of it (every rank computed the same whole tensor, so no communication is needed)."""
+    if not _is_dtensor(param.grad):
+        grad.copy_(new_grad)
         return
-    if isinstance(param, DTensor) or isinstance(param.grad, DTensor):
-        raise RuntimeError(
-            f"KO collisions need the whole gradient of {name!r} on every rank, but it is sharded (DTensor). "
-            "Keep the collision targets unsharded (e.g. leave the classification head out of FSDP), or use "
-            "collision='none'."
-        )
+    from torch.distributed.tensor import distribute_tensor
+
+    sharded = param.grad
+    local = distribute_tensor(new_grad.reshape(sharded.shape), sharded.device_mesh, sharded.placements,
+                              src_data_rank=None).to_local()
+    sharded.to_local().copy_(local)
 
 
 class CollisionMixin:
@@ -136,9 +156,7 @@ class CollisionMixin:
             for name, param in zip(group["collision_names"], group["params"]):
                 if param.grad is None:
                     continue
-                _reject_sharded(param, name)
-                grad = _as_rows(param.grad)
-                weight = _as_rows(param.detach())
+                weight, grad = _whole_rows(param)
                 accepted = None
                 if collision == "soft":
                     new_grad = soft_collision(
@@ -157,7 +175,7 @@ class CollisionMixin:
                     )
                 self._record_stats(name, grad, new_grad, accepted)
                 if new_grad is not grad:
-                    grad.copy_(new_grad)
+                    _write_back(param, grad, new_grad)
             group["collision_step"] += 1
 
     def _record_stats(self, name: str, grad: torch.Tensor, new_grad: torch.Tensor, accepted: int | None) -> None:

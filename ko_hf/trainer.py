@@ -130,10 +130,10 @@ class KOTrainingArguments(TrainingArguments):
 
 
 FSDP_REFUSAL = (
-    "KOTrainer does not run collisions under FSDP: Trainer's FSDP path cannot be tested here (on CPU Trainer "
-    "falls back to DDP), so it is refused rather than assumed to work. The KO optimizer itself supports FSDP2 "
-    "(torch.distributed.fsdp.fully_shard): write the training loop yourself as in examples/fsdp2_train.py (README, "
-    "section FSDP); or use DDP (plain `accelerate launch`/`torchrun`), or collision='none'"
+    "KOTrainer refuses FSDP: Trainer's FSDP path with collisions has not been verified end to end (with use_cpu "
+    "Trainer falls back to DDP, so only GPUs could test it). The KO optimizer itself supports FSDP2 "
+    "(torch.distributed.fsdp.fully_shard) in your own training loop: see examples/fsdp2_train.py and the README's "
+    "FSDP section. Or use DDP (plain `accelerate launch`/`torchrun`), or collision='none'"
 )
 
 

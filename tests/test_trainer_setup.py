@@ -58,3 +58,16 @@ def test_final_condensation_lands_in_train_and_all_results(tmp_path):
     assert output.metrics["ko/classifier.weight/weight_correlation"] == pytest.approx(
         weight_correlation(params["classifier.weight"].detach()))
     assert output.metrics["train_loss"] > 0 and trainer.state.global_step == COMMON["max_steps"]
+
+
+def test_fsdp_and_deepspeed_refusals_say_what_works(tmp_path):
+    from pathlib import Path
+
+    trainer = KOTrainer(model=tiny_bert(), args=ko_args(tmp_path, collision="hard"))
+    trainer.is_fsdp_enabled = True  # what accelerate's FSDP plugin sets; Trainer+FSDP does not run on CPU
+    with pytest.raises(ValueError, match=r"refuses FSDP.*FSDP2.*examples/fsdp2_train.py.*README's FSDP section"):
+        trainer._check_supported_setup()
+    assert (Path(__file__).resolve().parents[1] / "examples" / "fsdp2_train.py").is_file()
+    trainer.is_fsdp_enabled, trainer.is_deepspeed_enabled = False, True
+    with pytest.raises(ValueError, match="DeepSpeed ZeRO shards"):
+        trainer._check_supported_setup()

@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=12)
     parser.add_argument("--num-labels", type=int, default=3)
     parser.add_argument("--collision", default="hard", choices=["none", "soft", "hard"])
-    parser.add_argument("--coef", type=float, default=1.0)
+    parser.add_argument("--coef", type=float, default=0.2, help="coll_coef (1.0: every pair collides)")
     parser.add_argument("--targets", nargs="+", default=["head", "pooler"])
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=11)

@@ -199,7 +199,7 @@ class KOTrainer(Trainer):
     def collision_enabled(self) -> bool:
         return self.args.collision != "none"
 
-    def collision_target_parameters(self, model: torch.nn.Module | None = None) -> dict[str, torch.nn.Parameter]:
+    def collision_parameters(self, model: torch.nn.Module | None = None) -> dict[str, torch.nn.Parameter]:
         """``{name: parameter}`` of the collision targets in ``model`` (default: the trainer's), by their plain
         names (through PEFT / torch.compile / DDP wrappers)."""
         model = self.model if model is None else model
@@ -268,7 +268,7 @@ class KOTrainer(Trainer):
     def collision_param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         """Trainer's decay / no-decay groups without the targets, then one flagged group per target."""
         decay = set(self.get_decay_parameter_names(model))
-        targets = {id(p): name for name, p in self.collision_target_parameters(model).items()}
+        targets = {id(p): name for name, p in self.collision_parameters(model).items()}
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         args = self.args
         groups: list[dict[str, Any]] = [
@@ -342,7 +342,7 @@ class KOTrainer(Trainer):
 
     def collision_metrics(self) -> dict[str, float]:
         """``ko/`` metrics: condensation of every target, and collision statistics since the last call."""
-        params = self.collision_target_parameters()
+        params = self.collision_parameters()
         if not params:
             return {}
         metrics: dict[str, float] = {}

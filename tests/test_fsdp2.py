@@ -23,14 +23,17 @@ def weights(folder, rank=0):
     return torch.load(Path(folder) / f"rank{rank}.pt")
 
 
+HARD = ["--collision", "hard", "--coef", "1.0"]  # every pair collides: the most sensitive check
+
+
 def test_fsdp2_ranks_agree_and_equal_the_unsharded_run(tmp_path):
     run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", free_port(), str(SCRIPT), "--out", str(tmp_path / "fsdp2")], tmp_path)
+         "--master_port", free_port(), str(SCRIPT), "--out", str(tmp_path / "fsdp2"), *HARD], tmp_path)
     rank0, rank1 = weights(tmp_path / "fsdp2", 0), weights(tmp_path / "fsdp2", 1)
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"ranks drifted apart at {key}"
 
-    run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "single"), "--world-batches", "2"], tmp_path)
+    run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "single"), "--world-batches", "2", *HARD], tmp_path)
     run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "no-ko"), "--world-batches", "2", "--collision",
          "none"], tmp_path)
     single, no_ko = weights(tmp_path / "single"), weights(tmp_path / "no-ko")

@@ -8,20 +8,10 @@ import torch
 
 from ko_hf.finetune import parse_config, prepare_finetune, run_prepared
 
-from test_cli import FAST_FLAGS, assert_user_error, run
-from test_finetune import FAST, make_config, save_tiny_model, write_fixture
+from test_cli import FAST_FLAGS, assert_user_error, csv_data, run, tiny_model_dir  # noqa: F401 - fixtures
+from test_finetune import make_config
 
 peft = pytest.importorskip("peft")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("lora-model") / "tiny-bert")
-
-
-@pytest.fixture(scope="module")
-def csv_data(tmp_path_factory):
-    return write_fixture(tmp_path_factory.mktemp("lora-data"), "csv")[0]
 
 
 def test_lora_run_trains_adapters_and_head_and_reloads(tiny_model_dir, csv_data, tmp_path):

@@ -889,7 +889,9 @@ class KOModelCardCallback(TrainerCallback, ExportableState):
                 names = collision_target_names(model, getattr(args, "collision_targets", None))
             except ValueError:
                 return []
-        params = dict(model.named_parameters())
+        from .targets import unwrapped_named_parameters
+
+        params = dict(unwrapped_named_parameters(model))  # the targets' names through PEFT / compile / DDP
         return [(name, params[name]) for name in names if name in params]
 
     def _model(self, model: Any) -> Any:
@@ -1514,7 +1516,9 @@ def _draw_plots(trainer: Any, callback: KOModelCardCallback, d: KOModelCardData,
             "`trainer.create_model_card()` again (or draw them with `ko_hf.plots`)."
         )
         return
-    params = dict(trainer.model.named_parameters()) if trainer.model is not None else {}
+    from .targets import unwrapped_named_parameters
+
+    params = dict(unwrapped_named_parameters(trainer.model)) if trainer.model is not None else {}
     title_setting = (f"{d.collision} collision, coef {_fmt(d.coll_coef)}" if d.ko_applied
                      else "AdamW baseline, no collision")
     for target in d.targets:

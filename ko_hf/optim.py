@@ -17,17 +17,19 @@ from typing import Any, Callable, Iterable
 import torch
 from transformers.utils import logging
 
-from .collision import hard_collision_with_count, soft_collision
+from .collision import PAIRINGS, candidate_pairs, check_coef, hard_collision_with_count, row_cosines, soft_collision
 
 logger = logging.get_logger(__name__)
 
 COLLISION_TYPES = ("none", "soft", "hard")
 
-# Keys a flagged parameter group may carry, with their defaults.
+# Keys a flagged parameter group may carry, with their defaults. A group without ``collision_pairing`` (built by
+# hand, or saved by ko-hf 0.1, which had no such key) pairs as 0.1 did: Eq. 8's "all".
 GROUP_DEFAULTS: dict[str, Any] = {
     "collision": "none",
     "coll_coef": 0.0,
     "collision_distance_scale": 1.0,
+    "collision_pairing": "all",
     "collision_include_self": False,
     "collision_seed": 0,
     "collision_step": 0,
@@ -54,13 +56,17 @@ def collision_generator_seed(seed: int, step: int, group_index: int = 0) -> int:
 
 
 def validate_collision_settings(
-    collision: Any, coef: Any, distance_scale: Any = 1.0, *, where: str = "collision"
+    collision: Any, coef: Any, distance_scale: Any = 1.0, *, where: str = "collision", pairing: Any = "all"
 ) -> None:
     """Raises ``ValueError`` naming the bad value and what is valid."""
     if collision not in COLLISION_TYPES:
         raise ValueError(f"{where}={collision!r} is not a collision type; valid: {', '.join(COLLISION_TYPES)}")
-    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not math.isfinite(coef) or not 0 <= coef <= 1:
-        raise ValueError(f"coll_coef={coef!r} is invalid; it must be a number in [0, 1]")
+    try:
+        check_coef(coef)
+    except ValueError:
+        raise ValueError(f"coll_coef={coef!r} is invalid; it must be a number in [0, 1]") from None
+    if pairing not in PAIRINGS:
+        raise ValueError(f"collision_pairing={pairing!r} is not a pairing; valid: {', '.join(PAIRINGS)}")
     if (
         isinstance(distance_scale, bool)
         or not isinstance(distance_scale, (int, float))
@@ -71,7 +77,8 @@ def validate_collision_settings(
 
 
 def _as_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """Neurons as rows: a linear weight as is, a convolution kernel flattened to [out_channels, -1]."""
+    """Neurons as rows: a linear weight as is, a convolution kernel flattened to [out_channels, -1] (a copy when
+    its memory layout, e.g. channels_last, does not allow a view: write results back into the original)."""
     return tensor if tensor.dim() == 2 else tensor.reshape(tensor.shape[0], -1)
 
 
@@ -95,10 +102,12 @@ def _whole_rows(param: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _write_back(param: torch.Tensor, grad: torch.Tensor, new_grad: torch.Tensor) -> None:
-    """Store the collided ``[N, D]`` gradient: in place of ``grad``, or, for a ``DTensor`` gradient, this rank's
+    """Store the collided ``[N, D]`` gradient in ``param.grad``, or, for a ``DTensor`` gradient, in this rank's
     own shard of it (every rank computed the same whole tensor, so no communication is needed)."""
     if not _is_dtensor(param.grad):
-        grad.copy_(new_grad)
+        # Into param.grad itself: the rows ``grad`` are a copy when the kernel's layout (channels_last) allows no
+        # flattened view.
+        param.grad.copy_(new_grad.reshape(param.grad.shape))
         return
     from torch.distributed.tensor import distribute_tensor
 
@@ -124,7 +133,8 @@ class CollisionMixin:
             for key, default in GROUP_DEFAULTS.items():
                 param_group.setdefault(key, default)
             validate_collision_settings(
-                collision, param_group["coll_coef"], param_group["collision_distance_scale"]
+                collision, param_group["coll_coef"], param_group["collision_distance_scale"],
+                pairing=param_group["collision_pairing"],
             )
             params = param_group["params"]
             params = [params] if isinstance(params, torch.Tensor) else list(params)
@@ -147,7 +157,11 @@ class CollisionMixin:
 
     @torch.no_grad()
     def apply_collisions(self) -> None:
-        """Rewrites the gradients of flagged groups in place: soft or hard collision of each target."""
+        """Rewrites the gradients of flagged groups in place: soft or hard collision of each target.
+
+        Adds no host synchronisation to the step (``"all"`` pairing aside, which lists its accepted pairs on the
+        host): the ops are sync-free and the statistics stay device tensors until :meth:`pop_collision_stats`.
+        """
         for index, group in enumerate(self.param_groups):
             collision = group.get("collision", "none")
             if collision == "none":
@@ -158,6 +172,7 @@ class CollisionMixin:
                     continue
                 weight, grad = _whole_rows(param)
                 accepted = None
+                pairing = group.get("collision_pairing", GROUP_DEFAULTS["collision_pairing"])
                 if collision == "soft":
                     new_grad = soft_collision(
                         weight, grad, group["coll_coef"], include_self=group["collision_include_self"]
@@ -172,38 +187,58 @@ class CollisionMixin:
                         group["coll_coef"],
                         generator=generator,
                         distance_scale=group["collision_distance_scale"],
+                        pairing=pairing,
                     )
-                self._record_stats(name, grad, new_grad, accepted)
+                self._record_stats(name, grad, new_grad, accepted, pairing)
                 if new_grad is not grad:
                     _write_back(param, grad, new_grad)
             group["collision_step"] += 1
 
-    def _record_stats(self, name: str, grad: torch.Tensor, new_grad: torch.Tensor, accepted: int | None) -> None:
-        """Cheap running sums kept as tensors (no device synchronisation) until a logging step reads them."""
+    def _record_stats(
+        self, name: str, grad: torch.Tensor, new_grad: torch.Tensor, accepted: torch.Tensor | None, pairing: str
+    ) -> None:
+        """Cheap running sums kept as device tensors (no host synchronisation) until a logging step reads them."""
         stats = self.collision_stats.setdefault(name, {"grad_change_ratio": 0.0, "steps": 0})
-        norm = torch.linalg.vector_norm(grad.float())
-        if new_grad is not grad:
+        stats["steps"] += 1
+        if new_grad is grad:  # coef 0 or a single row: nothing changed
+            cosines = None
+        else:
+            norm = torch.linalg.vector_norm(grad.float())
             change = torch.linalg.vector_norm(new_grad.float() - grad.float())
             stats["grad_change_ratio"] = stats["grad_change_ratio"] + torch.where(norm > 0, change / norm, 0.0)
-        stats["steps"] += 1
+            cosines = row_cosines(new_grad, grad)
+        mean = cosines.mean() if cosines is not None else 1.0
+        low = cosines.min() if cosines is not None else torch.ones((), device=grad.device)
+        stats["grad_cosine"] = stats.get("grad_cosine", 0.0) + mean
+        stats["grad_cosine_min"] = torch.minimum(stats["grad_cosine_min"], low) if "grad_cosine_min" in stats else low
         if accepted is not None:
-            n = grad.shape[0]
             stats["accepted_pairs"] = stats.get("accepted_pairs", 0) + accepted
-            stats["pairs"] = stats.get("pairs", 0) + n * (n - 1) // 2
+            stats["pairs"] = stats.get("pairs", 0) + candidate_pairs(grad.shape[0], pairing)
 
     def pop_collision_stats(self) -> dict[str, dict[str, float]]:
-        """Per target, the mean gradient change ratio ``‖g* - g‖ / ‖g‖`` and (hard) accepted-pair fraction
-        over the steps since the last call, with the raw pair counts; then starts counting afresh."""
+        """Per target, over the steps since the last call: the mean gradient change ratio ``‖g* - g‖ / ‖g‖``, the
+        mean over steps of the mean per-row ``cos(g*_i, g_i)`` (``grad_cosine``) and its smallest row
+        (``grad_cosine_min``), and (hard) the accepted fraction of candidate pairs with the raw counts; then starts
+        counting afresh. This is where the device is read (once per logging step)."""
+        result = self.peek_collision_stats()
+        self.collision_stats = {}
+        return result
+
+    def peek_collision_stats(self) -> dict[str, dict[str, float]]:
+        """What :meth:`pop_collision_stats` would return, without starting afresh (reads the device)."""
         result = {}
         for name, stats in self.collision_stats.items():
             steps = max(stats["steps"], 1)
-            values = {"grad_change_ratio": float(stats["grad_change_ratio"]) / steps}
+            values = {
+                "grad_change_ratio": float(stats["grad_change_ratio"]) / steps,
+                "grad_cosine": float(stats["grad_cosine"]) / steps,
+                "grad_cosine_min": float(stats["grad_cosine_min"]),
+            }
             if "pairs" in stats:
-                values["accepted_pairs"] = stats["accepted_pairs"]
+                values["accepted_pairs"] = int(stats["accepted_pairs"])
                 values["pairs"] = stats["pairs"]
-                values["accepted_pair_fraction"] = stats["accepted_pairs"] / max(stats["pairs"], 1)
+                values["accepted_pair_fraction"] = values["accepted_pairs"] / max(stats["pairs"], 1)
             result[name] = values
-        self.collision_stats = {}
         return result
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

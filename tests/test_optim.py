@@ -139,3 +139,139 @@ def test_collision_stats_are_kept_until_popped():
     assert stats["head"]["accepted_pair_fraction"] == 1.0 and stats["head"]["pairs"] == 2 * 10
     assert stats["head"]["grad_change_ratio"] > 0
     assert opt.pop_collision_stats() == {}
+
+
+# ------------------------------------------------------------------ pairing, layouts, host synchronisation
+
+
+def test_pairing_is_a_validated_group_key_and_old_groups_pair_as_all():
+    model, x, y = model_and_batch()
+    with pytest.raises(ValueError, match=r"collision_pairing='pairs' is not a pairing; valid: dsmc, all"):
+        KOAdamW(groups(model, "hard", collision_pairing="pairs"), lr=1e-3)
+    with pytest.raises(ValueError, match=r"coll_coef=True"):
+        KOAdamW(groups(model, "hard", coef=True), lr=1e-3)
+    assert KOAdamW(groups(model, "hard"), lr=1e-3).param_groups[1]["collision_pairing"] == "all"
+    # A checkpoint of ko-hf 0.1 has no collision_pairing: it keeps colliding with Eq. 8's all pairs.
+    opt = KOSGD(groups(model, "hard", coef=1.0, collision_pairing="dsmc"), lr=0.1)
+    state = opt.state_dict()
+    for group in state["param_groups"]:
+        group.pop("collision_pairing", None)
+    opt.load_state_dict(state)
+    assert "collision_pairing" not in opt.param_groups[1]
+    backward(model, x, y)
+    head, grad = model[2].weight.detach().clone(), model[2].weight.grad.clone()
+    opt.apply_collisions()
+    seed = collision_generator_seed(0, 0, 1)
+    expected = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed), pairing="all")
+    assert torch.equal(model[2].weight.grad, expected)
+
+
+def test_dsmc_group_collides_with_dsmc_and_counts_candidate_pairs():
+    model, x, y = model_and_batch()
+    opt = KOSGD(groups(model, "hard", coef=1.0, collision_pairing="dsmc"), lr=0.1)
+    backward(model, x, y)
+    head, grad = model[2].weight.detach().clone(), model[2].weight.grad.clone()
+    opt.apply_collisions()
+    seed = collision_generator_seed(0, 0, 1)
+    expected = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed), pairing="dsmc")
+    assert torch.equal(model[2].weight.grad, expected)
+    stats = opt.pop_collision_stats()["head"]
+    assert stats["pairs"] == 5 // 2 and stats["accepted_pairs"] == 2 and stats["accepted_pair_fraction"] == 1.0
+    assert -1 <= stats["grad_cosine_min"] <= stats["grad_cosine"] < 1
+
+
+def conv_with_grad(memory_format):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=memory_format)
+    conv(torch.randn(2, 3, 6, 6).to(memory_format=memory_format)).square().mean().backward()
+    return conv
+
+
+@pytest.mark.parametrize("collision,extra", [("soft", {}), ("hard", {"collision_pairing": "dsmc"}),
+                                             ("hard", {"collision_pairing": "all"})])
+def test_collisions_are_written_back_into_channels_last_kernels(collision, extra):
+    conv = conv_with_grad(torch.channels_last)
+    assert conv.weight.grad.is_contiguous(memory_format=torch.channels_last) and not conv.weight.grad.is_contiguous()
+    opt = KOSGD([{"params": [conv.weight], "collision": collision, "coll_coef": 1.0, "collision_names": ["conv"],
+                  **extra}], lr=0.1)
+    before = conv.weight.grad.clone()
+    rows = (conv.weight.detach().reshape(8, -1), before.reshape(8, -1))
+    if collision == "soft":
+        expected = soft_collision(*rows, 1.0)
+    else:
+        generator = torch.Generator().manual_seed(collision_generator_seed(0, 0, 0))
+        expected = hard_collision(*rows, 1.0, generator=generator, pairing=extra["collision_pairing"])
+    opt.apply_collisions()
+    assert not torch.equal(conv.weight.grad, before), "the collision was computed but never written back"
+    torch.testing.assert_close(conv.weight.grad, expected.reshape_as(before), rtol=0, atol=0)
+    assert opt.pop_collision_stats()["conv"]["grad_change_ratio"] > 0
+
+
+def test_collisions_are_written_back_into_non_contiguous_gradients():
+    linear = torch.nn.Linear(6, 5)
+    linear.weight.grad = torch.randn(6, 5).t()  # a transposed view
+    conv = torch.nn.Conv2d(2, 4, 3)
+    conv.weight.grad = torch.randn(3, 3, 2, 4).permute(3, 2, 0, 1)  # [4, 2, 3, 3], no flattened view
+    assert not linear.weight.grad.is_contiguous() and not conv.weight.grad.is_contiguous()
+    opt = KOSGD([{"params": [linear.weight, conv.weight], "collision": "soft", "coll_coef": 1.0}], lr=0.1)
+    before = [p.grad.clone() for p in (linear.weight, conv.weight)]
+    opt.apply_collisions()
+    for param, old in zip((linear.weight, conv.weight), before):
+        expected = soft_collision(param.detach().reshape(param.shape[0], -1), old.reshape(old.shape[0], -1), 1.0)
+        torch.testing.assert_close(param.grad, expected.reshape_as(old), rtol=0, atol=0)
+
+
+def _fake_step(collision, pairing, base):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        head, conv = torch.nn.Linear(16, 7), torch.nn.Conv2d(3, 8, 3)
+        (head(torch.randn(4, 16)).square().mean() + conv(torch.randn(2, 3, 6, 6)).square().mean()).backward()
+        opt = ko_optimizer_class(base)(
+            [{"params": [head.bias, conv.bias]},
+             {"params": [head.weight, conv.weight], "collision": collision, "coll_coef": 0.5,
+              "collision_pairing": pairing, "collision_distance_scale": 0.05, "collision_names": ["head", "conv"]}],
+            lr=1e-3)
+        for _ in range(2):
+            opt.step()
+        return opt
+
+
+@pytest.mark.parametrize("collision,pairing", [("soft", "all"), ("hard", "dsmc")])
+@pytest.mark.parametrize("base", [torch.optim.AdamW, torch.optim.SGD])
+def test_optimizer_step_needs_no_host_synchronisation(collision, pairing, base):
+    """FakeTensorMode has no data: .item(), bool(tensor), nonzero() and value-dependent shapes fail under it. A whole
+    KO step (collision, statistics, the base update) runs there, so it adds no host sync to the base optimizer's."""
+    opt = _fake_step(collision, pairing, base)
+    stats = opt.collision_stats["head"]
+    assert stats["steps"] == 2
+    for key in ("grad_change_ratio", "grad_cosine", "grad_cosine_min") + (("accepted_pairs",) if collision == "hard"
+                                                                         else ()):
+        assert isinstance(stats[key], torch.Tensor), f"{key} left the device"
+
+
+def test_all_pairing_step_synchronises_where_its_docstring_says():
+    from torch._subclasses.fake_tensor import DynamicOutputShapeException
+
+    with pytest.raises(DynamicOutputShapeException):
+        _fake_step("hard", "all", torch.optim.SGD)
+
+
+@pytest.mark.parametrize("collision,pairing", [("soft", "all"), ("hard", "dsmc")])
+def test_apply_collisions_never_reads_a_tensor_on_the_host(monkeypatch, collision, pairing):
+    model, x, y = model_and_batch()
+    opt = KOAdamW(groups(model, collision, coef=0.9, collision_pairing=pairing), lr=1e-3)
+
+    def forbidden(name):
+        def read(self, *args, **kwargs):
+            raise AssertionError(f"Tensor.{name} during the collision step")
+        return read
+
+    for _ in range(3):
+        backward(model, x, y)
+        with monkeypatch.context() as patch:
+            for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy"):
+                patch.setattr(torch.Tensor, name, forbidden(name))
+            opt.apply_collisions()
+    stats = opt.pop_collision_stats()["head"]  # read here, at a logging step
+    assert stats["grad_change_ratio"] > 0 and -1 <= stats["grad_cosine_min"] <= stats["grad_cosine"] <= 1

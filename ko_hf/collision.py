@@ -250,7 +250,9 @@ def _draw_device(generator: torch.Generator | None, like: torch.Tensor) -> torch
     return generator.device if generator is not None else like.device
 
 
-def _dsmc_candidates(n: int, generator: torch.Generator | None, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _dsmc_candidates(
+    n: int, generator: torch.Generator | None, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The random perfect matching: rows ``first[k]`` and ``second[k]`` form candidate pair k (odd N: the last
     row of the permutation sits out). The first draw from ``generator``."""
     order = torch.randperm(n, generator=generator, device=_draw_device(generator, like)).to(like.device)
@@ -352,16 +354,16 @@ def hard_collision_with_count(
     over all pairs (``max_speed="all_pairs"``, from blocks of the Gram matrix) or over the candidates
     (``"candidates"``), and then collides as hard spheres (Eq. 4-6)::
 
-        c = (g_i + g_j) / 2,   g*_i = c + ½ ‖g_i − g_j‖ n,   g*_j = c − ½ ‖g_i − g_j‖ n,   n uniform on the sphere
+        c = (g_i + g_j) / 2,   g*_i = c + ½ ‖g_i − g_j‖ n,   g*_j = c − ½ ‖g_i − g_j‖ n,   n uniform, ‖n‖ = 1
 
-    Every row has at most one partner, so momentum ``g_i + g_j``, energy ``‖g_i‖² + ‖g_j‖²`` and relative speed
-    are conserved per pair (to float32 rounding), and so are the layer's totals. The draws are one permutation
+    Every row has at most one partner, so momentum ``g_i + g_j``, energy ``‖g_i‖² + ‖g_j‖²`` and relative
+    speed are conserved per pair (to float32 rounding), and so are the layer's totals. The draws are one permutation
     then ``N // 2`` normal vectors (one per candidate, accepted or not), so shapes never depend on values and the
     function never synchronises with the host.
 
     ``pairing="all"`` (Eq. 8 as printed, ko-hf 0.1's behaviour, bit for bit): every accepted pair of the
-    ``N (N − 1) / 2`` adds ``Δg_ij = (g_j − g_i)/2 + ½ ‖g_i − g_j‖ n_ij`` to row i and subtracts it from row j, all
-    at once. Momentum is conserved up to the rounding of summing every pair's update (measured drift at N = 4096,
+    ``N (N − 1) / 2`` adds ``Δg_ij = (g_j − g_i)/2 + ½ ‖g_i − g_j‖ n_ij`` to row i and subtracts it from row j,
+    all at once. Momentum is conserved up to the rounding of summing every pair's update (measured drift at N = 4096,
     D = 1, coef 1: 5.7e-4 of Σ|g_i|, README "What KO does"); energy is not once a row has several partners. The
     unit vectors are drawn one per accepted pair in row-major order of the upper triangle. It synchronises with
     the host once, where ``nonzero`` lists the accepted pairs (their number sets the shape of the draws); on the

@@ -216,10 +216,10 @@ class CollisionMixin:
             stats["pairs"] = stats.get("pairs", 0) + candidate_pairs(grad.shape[0], pairing)
 
     def pop_collision_stats(self) -> dict[str, dict[str, float]]:
-        """Per target, over the steps since the last call: the mean gradient change ratio ``‖g* - g‖ / ‖g‖``, the
-        mean over steps of the mean per-row ``cos(g*_i, g_i)`` (``grad_cosine``) and its smallest row
-        (``grad_cosine_min``), and (hard) the accepted fraction of candidate pairs with the raw counts; then starts
-        counting afresh. This is where the device is read (once per logging step)."""
+        """Per target, over the steps since the last call: the mean gradient change ratio ``‖g* - g‖ / ‖g‖``,
+        the mean over steps of the mean per-row ``cos(g*_i, g_i)`` (``grad_cosine``) and its smallest row
+        (``grad_cosine_min``), and (hard) the accepted fraction of candidate pairs with the raw counts; then
+        starts counting afresh. This is where the device is read (once per logging step)."""
         result = self.peek_collision_stats()
         self.collision_stats = {}
         return result

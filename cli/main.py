@@ -206,6 +206,10 @@ def train(
     distance_scale: Annotated[Optional[float], typer.Option(
         help="λ of hard collision's acceptance exp(-λ‖w_i - w_j‖) (default: 0.05; the paper uses 1).",
         rich_help_panel=KO, show_default=False)] = None,
+    pairing: Annotated[Optional[str], typer.Option(
+        help="Hard collision's pairs: dsmc (a random perfect matching each step, one collision per neuron, "
+             "energy-conserving) or all (Eq. 8 as printed, every accepted pair at once; ko-hf 0.1) (default: dsmc).",
+        rich_help_panel=KO, show_default=False)] = None,
     include_self: Annotated[Optional[bool], typer.Option(
         "--include-self/--no-include-self", help="Soft collision: keep the diagonal of S (Alg. 2 read literally).",
         rich_help_panel=KO, show_default=False)] = None,
@@ -268,7 +272,8 @@ def train(
         "model_name_or_path": model, "dataset": dataset, "text_column": text_column, "label_column": label_column,
         "max_length": max_length, "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples,
         "collision": collision, "coll_coef": coll_coef, "collision_targets": collision_targets or None,
-        "collision_distance_scale": distance_scale, "collision_include_self": include_self,
+        "collision_distance_scale": distance_scale, "collision_pairing": pairing,
+        "collision_include_self": include_self,
         "lora": lora, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
         "lora_target_modules": lora_target_modules or None,
         "num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,

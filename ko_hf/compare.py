@@ -18,9 +18,9 @@ resumes from its last one. The statistics are small pure functions (:func:`mean_
 :func:`paired_difference_ci`, :func:`student_t_quantile`) with no scipy dependency.
 
 Settings syntax (:func:`parse_setting`): ``TYPE[:KEY=VALUE[:KEY=VALUE...]]`` with ``TYPE`` one of ``adamw``
-(= ``none``), ``none``, ``soft``, ``hard`` and ``KEY`` one of ``coef``, ``lambda``, ``targets`` (``+``-separated,
-e.g. ``head+pooler``), ``include_self``. Examples: ``adamw``, ``soft``, ``hard:coef=0.8:lambda=1``,
-``soft:targets=head+pooler``. Several settings are joined with ``,``.
+(= ``none``), ``none``, ``soft``, ``hard`` and ``KEY`` one of ``coef``, ``lambda``, ``pairing`` (``dsmc`` or
+``all``), ``targets`` (``+``-separated, e.g. ``head+pooler``), ``include_self``. Examples: ``adamw``, ``soft``,
+``hard:coef=0.8:lambda=1``, ``hard:pairing=all``, ``soft:targets=head+pooler``. Several settings are joined with ``,``.
 """
 
 from __future__ import annotations
@@ -203,12 +203,14 @@ COLLISION_ALIASES = {"adamw": "none", "none": "none", "soft": "soft", "hard": "h
 SETTING_KEYS = {
     "coef": "coll_coef",
     "lambda": "collision_distance_scale",
+    "pairing": "collision_pairing",
     "targets": "collision_targets",
     "include_self": "collision_include_self",
 }
 SETTING_FORMS = (
-    "TYPE[:KEY=VALUE[:KEY=VALUE...]] with TYPE in adamw|none|soft|hard and KEY in coef|lambda|targets|include_self, "
-    "e.g. 'adamw', 'soft', 'hard:coef=0.8:lambda=1', 'soft:targets=head+pooler'"
+    "TYPE[:KEY=VALUE[:KEY=VALUE...]] with TYPE in adamw|none|soft|hard and KEY in "
+    "coef|lambda|pairing|targets|include_self, "
+    "e.g. 'adamw', 'soft', 'hard:coef=0.8:lambda=1', 'hard:pairing=all', 'soft:targets=head+pooler'"
 )
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
@@ -250,6 +252,12 @@ def _setting_value(spec: str, key: str, raw: str) -> Any:
             raise _bad_setting(spec, f"{key} must be {'in [0, 1]' if key == 'coef' else 'a finite number >= 0'}, "
                                      f"got {raw!r}")
         return value
+    if key == "pairing":
+        from .collision import PAIRINGS
+
+        if raw not in PAIRINGS:
+            raise _bad_setting(spec, f"pairing must be one of {'|'.join(PAIRINGS)}, got {raw!r}")
+        return raw
     if key == "include_self":
         if raw.lower() not in _TRUE | _FALSE:
             raise _bad_setting(spec, f"include_self must be true or false, got {raw!r}")
@@ -367,8 +375,24 @@ def _final_ko_metrics(log_history: Sequence[Mapping[str, Any]]) -> dict[str, flo
 
 
 #: The resolved collision settings of a run (defaults filled in by ``KOTrainingArguments``), kept in its record.
-COLLISION_ARGS = ("collision", "coll_coef", "collision_distance_scale", "collision_targets", "collision_include_self",
-                  "collision_seed")
+COLLISION_ARGS = ("collision", "coll_coef", "collision_distance_scale", "collision_pairing", "collision_targets",
+                  "collision_include_self", "collision_seed")
+
+
+def _changed_collision_args(recorded: Mapping[str, Any], args: Any) -> list[str]:
+    """The resolved collision settings that differ between a finished run's record and ``args`` (records of
+    ko-hf 0.1 have no ``collision_pairing``: they paired as ``"all"``)."""
+    if not recorded or args is None:
+        return []
+    if recorded.get("collision") == "hard":
+        recorded = {"collision_pairing": "all", **{k: v for k, v in recorded.items() if v is not None}}
+    changed = []
+    for key in COLLISION_ARGS:
+        if key in recorded and _comparable({key: recorded[key]}) != _comparable({key: getattr(args, key, None)}):
+            if key == "collision_pairing" and recorded.get("collision") != "hard":
+                continue  # soft and no collision ignore the pairing
+            changed.append(f"{key}: {recorded[key]!r} then, {getattr(args, key, None)!r} now")
+    return changed
 
 
 def _result_record(result: Any, setting: CollisionSetting, seed: int, config: Mapping[str, Any],
@@ -564,7 +588,9 @@ def _final_weight_correlation(record: Mapping[str, Any], layers: Sequence[str] =
         return sum(own[name] for name in layers) / len(layers)
     value = (record.get("head_metrics") or {}).get("weight_correlation")
     if value is None:
-        value = (record.get("final_ko_metrics") or {}).get("ko/weight_correlation")
+        from .trainer import logged_metric
+
+        value = logged_metric(record.get("final_ko_metrics") or {}, "weight_correlation")
     return value
 
 
@@ -579,6 +605,8 @@ def _describe_record(record: Mapping[str, Any]) -> str:
         parts.append(f"coef={config['coll_coef']}")
     if collision == "hard" and config.get("collision_distance_scale") is not None:
         parts.append(f"λ={config['collision_distance_scale']}")
+    if collision == "hard":  # records of ko-hf 0.1 have no pairing: they paired as "all"
+        parts.append(f"pairing={config.get('collision_pairing') or 'all'}")
     if config.get("collision_targets"):
         targets = config["collision_targets"]
         parts.append("targets=" + ("+".join(targets) if isinstance(targets, list) else str(targets)))
@@ -769,22 +797,28 @@ def run_comparison(
             run_dir = _run_dir(root, setting, seed)
             config = run_config(base_config, setting, seed, run_dir)
             try:
-                parse(dict(config))
+                _, parsed = parse(dict(config))
             except Exception as err:
                 raise ComparisonError(f"setting {setting.name!r}, seed {seed}: {err}") from err
-            plan.append((setting, seed, run_dir, config))
+            plan.append((setting, seed, run_dir, config, parsed))
 
     total = len(plan)
-    for index, (setting, seed, run_dir, config) in enumerate(plan, 1):
+    for index, (setting, seed, run_dir, config, parsed) in enumerate(plan, 1):
         result_path = run_dir / RESULT_FILE
         label = f"[{index}/{total}] {setting.name} seed {seed}"
         if result_path.is_file():
-            recorded = json.loads(result_path.read_text(encoding="utf-8")).get("config")
+            record = json.loads(result_path.read_text(encoding="utf-8"))
+            recorded = record.get("config")
             if recorded is not None and _comparable(recorded) != _comparable(config):
                 changed = sorted(k for k in set(recorded) | set(config) if k not in _LOCATION_KEYS
                                  and _comparable({k: recorded.get(k)}) != _comparable({k: config.get(k)}))
                 raise ComparisonError(f"{result_path} was finished with a different config (keys {changed}); use another "
                                  "--output-dir or delete that run to redo it")
+            changed = _changed_collision_args(record.get("collision_args") or {}, parsed)
+            if changed:  # the same setting name, but the library's defaults have changed since
+                raise ComparisonError(f"{result_path} was finished with other collision settings "
+                                      f"({'; '.join(changed)}; the defaults may have changed since); use another "
+                                      "--output-dir or delete that run to redo it")
             say(f"{label}: finished earlier, skipped")
             continue
         checkpoint = _last_checkpoint(run_dir)

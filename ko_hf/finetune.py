@@ -35,7 +35,7 @@ from transformers.utils import logging
 
 from .data import TextClassificationData, load_text_classification
 from .metrics import compute_metrics
-from .trainer import CONDENSATION_METRICS, KOTrainer, KOTrainingArguments, layer_condensation
+from .trainer import CONDENSATION_METRICS, KOTrainer, KOTrainingArguments, layer_condensation, logged_metric
 
 logger = logging.get_logger(__name__)
 
@@ -481,7 +481,7 @@ def run_prepared(prepared: PreparedFinetune) -> FinetuneResult:
     test_metrics = (trainer.evaluate(prepared.test_dataset, metric_key_prefix="test")
                     if prepared.test_dataset is not None else None)
     condensation = trainer.collision_metrics()
-    head_metrics = {k: condensation[f"ko/{k}"] for k in CONDENSATION_METRICS if f"ko/{k}" in condensation}
+    head_metrics = {k: v for k in CONDENSATION_METRICS if (v := logged_metric(condensation, k)) is not None}
     head_layers = layer_condensation(condensation)
 
     trainer.save_metrics("train", train_metrics)

@@ -75,12 +75,19 @@ KO_CITATION = """@article{feng2025ko,
 PLOTS_INSTALL_HINT = 'pip install "ko-hf[plots]"'
 CURVES_FILE = "ko_condensation.png"
 
+#: What each hard-collision pairing does, for the KO section.
+PAIRING_TEXT = {
+    "dsmc": "(DSMC candidate pairs: a random perfect matching of the neurons each step; each accepted pair collides "
+            "once as hard spheres, conserving momentum and energy)",
+    "all": "(Eq. 8 as printed: every accepted pair of neurons at once; energy is not conserved)",
+}
 #: KO settings the KO section shows on lines of their own; every other KO field gets a generic line.
 KO_FIELDS_SHOWN = (
     "collision",
     "coll_coef",
     "collision_targets",
     "collision_distance_scale",
+    "collision_pairing",
     "collision_include_self",
     "collision_seed",
 )
@@ -212,10 +219,13 @@ class KOModelCardData:
         return self.collision != "none"
 
     def accepted_pair_fractions(self) -> list[tuple[int, float]]:
-        return _series(self.ko_history, "ko/accepted_pair_fraction")
+        return _series(self.ko_history, "accepted_pair_fraction")
 
     def grad_change_ratios(self) -> list[tuple[int, float]]:
-        return _series(self.ko_history, "ko/grad_change_ratio")
+        return _series(self.ko_history, "grad_change_ratio")
+
+    def grad_cosines(self) -> list[tuple[int, float]]:
+        return _series(self.ko_history, "grad_cosine")
 
     def dataset_identity(self) -> tuple[str, str]:
         """(type, name) of the model-index dataset: its Hub id as type when there is one, ``local`` for data read
@@ -293,8 +303,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _series(history: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
-    return [(int(e.get("step", 0)), float(e[key])) for e in history if _is_number(e.get(key))]
+def _series(history: list[dict[str, Any]], metric: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of the aggregate ``ko/<metric>`` (the single target's value when there is one)."""
+    from .trainer import logged_metric
+
+    values = [(int(e.get("step", 0)), logged_metric(e, metric)) for e in history]
+    return [(step, value) for step, value in values if value is not None]
 
 
 def condensation(weight: torch.Tensor) -> dict[str, float] | None:
@@ -1266,6 +1280,9 @@ def _ko_section(d: KOModelCardData) -> str:
         if d.collision == "hard":
             lines.append(f"- **Distance scale λ (`collision_distance_scale`):** {_code(d.distance_scale)} "
                          "(acceptance U = exp(−λ·‖w_i − w_j‖); the paper uses 1)")
+            pairing = d.ko_arguments.get("collision_pairing")
+            if pairing:
+                lines.append(f"- **Pairing (`collision_pairing`):** {_code(pairing)} {PAIRING_TEXT.get(pairing, '')}")
             lines.append(f"- **Collision seed:** {_code(d.collision_seed)}")
         else:
             lines.append(f"- **Include self (`collision_include_self`):** {_code(bool(d.include_self))}")
@@ -1291,6 +1308,7 @@ def _ko_section(d: KOModelCardData) -> str:
                          "replaces its gradient by a random direction of the same norm.")
     fractions = d.accepted_pair_fractions()
     ratios = d.grad_change_ratios()
+    cosines = d.grad_cosines()
     if d.ko_applied and (fractions or ratios):
         lines.append("")
         lines.append("**Collision statistics** (averaged over each logging interval):")
@@ -1298,12 +1316,17 @@ def _ko_section(d: KOModelCardData) -> str:
         rows = []
         if fractions:
             mean = sum(v for _, v in fractions) / len(fractions)
-            rows.append(["accepted-pair fraction", f"{_fmt(fractions[0][1])} (step {fractions[0][0]})",
+            rows.append(["accepted-pair fraction (of candidate pairs)",
+                         f"{_fmt(fractions[0][1])} (step {fractions[0][0]})",
                          f"{_fmt(fractions[-1][1])} (step {fractions[-1][0]})", _fmt(mean)])
         if ratios:
             mean = sum(v for _, v in ratios) / len(ratios)
             rows.append(["gradient change ‖g* − g‖/‖g‖", f"{_fmt(ratios[0][1])} (step {ratios[0][0]})",
                          f"{_fmt(ratios[-1][1])} (step {ratios[-1][0]})", _fmt(mean)])
+        if cosines:
+            mean = sum(v for _, v in cosines) / len(cosines)
+            rows.append(["mean per-neuron cos(g*_i, g_i)", f"{_fmt(cosines[0][1])} (step {cosines[0][0]})",
+                         f"{_fmt(cosines[-1][1])} (step {cosines[-1][0]})", _fmt(mean)])
         lines.append(_table(["statistic", "first logged", "last logged", "mean"], rows))
     rows = _condensation_rows(d)
     if rows:
@@ -1729,7 +1752,7 @@ def build_card_data(
         start_entry = {"step": d.condensation_start_step}
         for target, values in d.condensation_start.items():
             start_entry.update({f"ko/{target}/{k}": v for k, v in values.items()})
-        if d.condensation_start:
+        if len(d.condensation_start) >= 2:  # aggregates are logged with two or more targets only
             start_entry["ko/weight_correlation"] = sum(v["weight_correlation"] for v in d.condensation_start.values()) \
                 / len(d.condensation_start)
             start_entry["ko/neuron_similarity"] = max(v["neuron_similarity"] for v in d.condensation_start.values())

@@ -264,11 +264,22 @@ def _finish_panel(axis: Any, drawn: Sequence[float], title: str, ylabel: str, *,
 def comparison_series(
     histories: Mapping[str, Sequence[Mapping[str, Any]]], layer: str | None = None
 ) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
-    """``{metric: {run: (steps, values)}}`` for the condensation metrics: each run's aggregate ``ko/<metric>``, or
-    ``ko/<layer>/<metric>`` when ``layer`` is given (runs whose targets differ compare on a layer they share)."""
-    prefix = f"ko/{layer}/" if layer else "ko/"
-    return {suffix: {name: _steps_and_values(history or [], prefix + suffix) for name, history in histories.items()}
-            for suffix, _, _ in _METRICS}
+    """``{metric: {run: (steps, values)}}`` for the condensation metrics: each run's aggregate ``ko/<metric>`` (its
+    single target's value when it has one), or ``ko/<layer>/<metric>`` when ``layer`` is given (runs whose targets
+    differ compare on a layer they share)."""
+    if layer:
+        return {suffix: {name: _steps_and_values(history or [], f"ko/{layer}/{suffix}")
+                         for name, history in histories.items()} for suffix, _, _ in _METRICS}
+    from .trainer import logged_metric
+
+    series: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    for suffix, _, _ in _METRICS:
+        series[suffix] = {}
+        for name, history in histories.items():
+            points = [(e["step"], logged_metric(dict(e), suffix)) for e in history or [] if "step" in e]
+            points = [(step, value) for step, value in points if value is not None]
+            series[suffix][name] = ([s for s, _ in points], [v for _, v in points])
+    return series
 
 
 def plot_condensation_comparison(

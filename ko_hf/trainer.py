@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_optimizer import is_optimizer_factory
 from transformers.utils import logging
 
-from .collision import neuron_similarity, weight_correlation
+from .collision import PAIRINGS, neuron_similarity, weight_correlation
 from .optim import COLLISION_TYPES, CollisionMixin, ko_optimizer_class, validate_collision_settings
 from .targets import collision_target_parameters, unwrapped_named_parameters, warn_two_class_targets
 
@@ -21,10 +21,12 @@ logger = logging.get_logger(__name__)
 #: gives the measurements behind them.
 DEFAULT_COLL_COEF = {"none": 0.0, "soft": 0.1, "hard": 0.2}
 DEFAULT_DISTANCE_SCALE = 0.05
+#: Default pairing of hard collision: DSMC candidate pairs (``"all"`` is Eq. 8 as printed, ko-hf 0.1's behaviour).
+DEFAULT_PAIRING = "dsmc"
 
 #: The KO fields of ``KOTrainingArguments`` (what a hyperparameter-search trial may change).
-KO_FIELDS = ("collision", "coll_coef", "collision_targets", "collision_distance_scale", "collision_include_self",
-             "collision_seed")
+KO_FIELDS = ("collision", "coll_coef", "collision_targets", "collision_distance_scale", "collision_pairing",
+             "collision_include_self", "collision_seed")
 
 #: ``optim`` values whose optimizer builds its own parameter groups (or steps inside backward), so no flagged
 #: collision group can be attached: GaLore, APOLLO (low-rank projections of target modules), LOMO/AdaLomo.
@@ -57,7 +59,8 @@ def check_optim_supports_collisions(args: "KOTrainingArguments") -> None:
 
 def validate_ko_arguments(args: "KOTrainingArguments") -> None:
     """Every check of the KO settings (``ValueError`` naming the value and what is valid)."""
-    validate_collision_settings(args.collision, args.coll_coef, args.collision_distance_scale)
+    validate_collision_settings(args.collision, args.coll_coef, args.collision_distance_scale,
+                                pairing=args.collision_pairing)
     check_optim_supports_collisions(args)
 
 
@@ -83,6 +86,13 @@ class KOTrainingArguments(TrainingArguments):
         default=DEFAULT_DISTANCE_SCALE,
         metadata={"help": "λ in the hard-collision acceptance U = exp(-λ·‖w_i - w_j‖); the paper uses 1."},
     )
+    collision_pairing: str = field(
+        default=DEFAULT_PAIRING,
+        metadata={"help": "Hard collision's pairs: 'dsmc' (a random perfect matching each step, each candidate pair "
+                          "tested by Eq. 7 and collided once: conserves energy) or 'all' (Eq. 8 as printed: every "
+                          "accepted pair at once; ko-hf 0.1).",
+                  "choices": list(PAIRINGS)},
+    )
     collision_include_self: bool = field(
         default=False,
         metadata={"help": "Soft collision: keep the diagonal of S (Alg. 2 read literally; only rescales rows)."},
@@ -99,7 +109,8 @@ class KOTrainingArguments(TrainingArguments):
         for name, value in derived_defaults(self).items():
             if name in self._ko_derived and value is not None:
                 setattr(self, name, value)
-        validate_collision_settings(self.collision, self.coll_coef, self.collision_distance_scale)
+        validate_collision_settings(self.collision, self.coll_coef, self.collision_distance_scale,
+                                    pairing=self.collision_pairing)
         if isinstance(self.collision_targets, str):
             self.collision_targets = [self.collision_targets]
         super().__post_init__()
@@ -192,6 +203,9 @@ class KOTrainer(Trainer):
         from .modelcard import KOModelCardCallback  # facts for the model card; pass your own in callbacks=
 
         self.model_card_callback = KOModelCardCallback.attach(self)
+        self._warned_reversed: set[str] = set()
+        if self.collision_enabled:
+            self.add_callback(_FirstStepCheck(self))
 
     # ------------------------------------------------------------------ set-up checks
 
@@ -285,6 +299,7 @@ class KOTrainer(Trainer):
                         "collision": args.collision,
                         "coll_coef": args.coll_coef,
                         "collision_distance_scale": args.collision_distance_scale,
+                        "collision_pairing": args.collision_pairing,
                         "collision_include_self": args.collision_include_self,
                         "collision_seed": args.collision_seed,
                         "collision_step": 0,
@@ -341,7 +356,12 @@ class KOTrainer(Trainer):
     # ------------------------------------------------------------------ logging
 
     def collision_metrics(self) -> dict[str, float]:
-        """``ko/`` metrics: condensation of every target, and collision statistics since the last call."""
+        """``ko/`` metrics: condensation of every target, and collision statistics since the last call.
+
+        Per target ``ko/<name>/<metric>``; the aggregates ``ko/<metric>`` (mean weight correlation, max neuron
+        similarity, mean gradient change and cosine, min cosine, pooled accepted fraction) only with two or more
+        targets, where they say something the per-target values do not (read either with :func:`logged_metric`).
+        """
         params = self.collision_parameters()
         if not params:
             return {}
@@ -356,13 +376,33 @@ class KOTrainer(Trainer):
             similarities.append(neuron_similarity(weight))
             metrics[f"ko/{name}/weight_correlation"] = correlations[-1]
             metrics[f"ko/{name}/neuron_similarity"] = similarities[-1]
-        if correlations:
+        if len(correlations) >= 2:
             metrics["ko/weight_correlation"] = sum(correlations) / len(correlations)
             metrics["ko/neuron_similarity"] = max(similarities)
         optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
         if isinstance(optimizer, CollisionMixin):
-            metrics.update(_prefixed(optimizer.pop_collision_stats()))
+            stats = optimizer.pop_collision_stats()
+            self.warn_if_reversed(stats)
+            metrics.update(_prefixed(stats))
         return metrics
+
+    def warn_if_reversed(self, stats: dict[str, dict[str, float]]) -> None:
+        """Warns (once per target) when a target's mean per-row ``cos(g*, g)`` is below 0: the collision then
+        reverses that weight's gradient on average, so training fights it."""
+        for name, values in stats.items():
+            cosine = values.get("grad_cosine")
+            if cosine is None or cosine >= 0 or name in self._warned_reversed:
+                continue
+            self._warned_reversed.add(name)
+            args = self.args
+            logger.warning(
+                "%s collision reverses the gradient of %r on average: mean per-row cos(g*, g) = %.3f < 0 "
+                "(coll_coef=%g%s). Lower coll_coef%s.",
+                args.collision, name, cosine, args.coll_coef,
+                f", collision_pairing={args.collision_pairing!r}" if args.collision == "hard" else "",
+                " or use collision_pairing='dsmc'" if args.collision == "hard" and args.collision_pairing == "all"
+                else "",
+            )
 
     # ------------------------------------------------------------------ model card
 
@@ -386,7 +426,33 @@ class KOTrainer(Trainer):
         super().log(logs, start_time)
 
 
+class _FirstStepCheck(TrainerCallback):
+    """After the first optimizer step, warns about targets whose gradient the collision reverses on average
+    (reads the running statistics once, without resetting them)."""
+
+    def __init__(self, trainer: KOTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            optimizer = getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
+            if isinstance(optimizer, CollisionMixin):
+                self.trainer.warn_if_reversed(optimizer.peek_collision_stats())
+        return control
+
+
 CONDENSATION_METRICS = ("weight_correlation", "neuron_similarity")
+
+
+def logged_metric(entry: dict[str, Any], metric: str) -> float | None:
+    """The aggregate ``ko/<metric>`` of a log entry (or ``collision_metrics()``): logged as such with two or more
+    targets; with one target it is that target's ``ko/<name>/<metric>``. None when the entry has neither."""
+    value = entry.get(f"ko/{metric}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    values = [v for k, v in entry.items() if k.startswith("ko/") and k.endswith(f"/{metric}") and k.count("/") >= 2
+              and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return float(values[0]) if len(values) == 1 else None
 
 
 def layer_condensation(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -403,16 +469,17 @@ def layer_condensation(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
 def _prefixed(stats: dict[str, dict[str, float]]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     accepted = pairs = 0
-    ratios = []
     for name, values in stats.items():
-        metrics[f"ko/{name}/grad_change_ratio"] = values["grad_change_ratio"]
-        ratios.append(values["grad_change_ratio"])
+        for key in ("grad_change_ratio", "grad_cosine", "grad_cosine_min", "accepted_pair_fraction"):
+            if key in values:
+                metrics[f"ko/{name}/{key}"] = values[key]
         if "accepted_pair_fraction" in values:
-            metrics[f"ko/{name}/accepted_pair_fraction"] = values["accepted_pair_fraction"]
             accepted += values["accepted_pairs"]
             pairs += values["pairs"]
-    if ratios:
-        metrics["ko/grad_change_ratio"] = sum(ratios) / len(ratios)
-    if pairs:
-        metrics["ko/accepted_pair_fraction"] = accepted / pairs
+    if len(stats) >= 2:
+        metrics["ko/grad_change_ratio"] = sum(v["grad_change_ratio"] for v in stats.values()) / len(stats)
+        metrics["ko/grad_cosine"] = sum(v["grad_cosine"] for v in stats.values()) / len(stats)
+        metrics["ko/grad_cosine_min"] = min(v["grad_cosine_min"] for v in stats.values())
+        if pairs:
+            metrics["ko/accepted_pair_fraction"] = accepted / pairs
     return metrics

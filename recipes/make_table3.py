@@ -40,17 +40,17 @@ MAX_LENGTH = {"imdb": 256, "snips": 64}
 
 
 def collision_settings() -> dict[str, dict[str, object]]:
-    """The library defaults (ko_hf.trainer.DEFAULT_COLL_COEF / DEFAULT_DISTANCE_SCALE; README "Defaults" and
-    benchmarks/results/acceptance.md give the measurements), written out in every recipe so that a later change
-    of the defaults cannot silently change what a recipe runs: the committed files then differ from this script's
-    output, and tests/test_recipes.py says so."""
-    from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE
+    """The library defaults (ko_hf.trainer.DEFAULT_COLL_COEF / DEFAULT_DISTANCE_SCALE / DEFAULT_PAIRING; README
+    "Defaults" and benchmarks/results/acceptance.md give the measurements), written out in every recipe so that a
+    later change of the defaults cannot silently change what a recipe runs: the committed files then differ from
+    this script's output, and tests/test_recipes.py says so."""
+    from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE, DEFAULT_PAIRING
 
     return {
         "adamw": {"collision": "none"},
         "soft": {"collision": "soft", "coll_coef": DEFAULT_COLL_COEF["soft"]},
         "hard": {"collision": "hard", "coll_coef": DEFAULT_COLL_COEF["hard"],
-                 "collision_distance_scale": DEFAULT_DISTANCE_SCALE},
+                 "collision_distance_scale": DEFAULT_DISTANCE_SCALE, "collision_pairing": DEFAULT_PAIRING},
     }
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ko_hf_cli import main as cli
@@ -119,12 +120,14 @@ def test_yaml_config_with_flag_override(tiny_model_dir, csv_data, tmp_path):
         "plots: false\n"
     )
     out = tmp_path / "from-flag"
-    result = run("--config", recipe, "--collision", "hard", "--output-dir", out)
+    result = run("--config", recipe, "--collision", "hard", "--pairing", "all", "--output-dir", out)
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "from-yaml").exists()
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["logging_steps"] == 1
-    assert any("ko/accepted_pair_fraction" in entry for entry in state["log_history"])  # hard, from the flag
+    assert any("ko/classifier.weight/accepted_pair_fraction" in entry  # hard, from the flag
+               for entry in state["log_history"])
+    assert torch.load(out / "training_args.bin", weights_only=False).collision_pairing == "all"
     assert "collision hard" in result.output
 
 
@@ -163,6 +166,8 @@ def test_user_errors_exit_2_before_training(tiny_model_dir, csv_data, tmp_path):
     assert_user_error(run(tiny_model_dir, "--dataset", csv_data, *base, "--collision", "elastic"),
                       "'elastic' is not a collision type", "none, soft, hard")
     assert_user_error(run(tiny_model_dir, "--dataset", csv_data, *base, "--coll-coef", "1.5"), "coll_coef=1.5")
+    assert_user_error(run(tiny_model_dir, "--dataset", csv_data, *base, "--collision", "hard", "--pairing", "pairs"),
+                      "collision_pairing='pairs' is not a pairing", "dsmc, all")
     assert_user_error(run(tiny_model_dir, *base), "missing --dataset")
     assert_user_error(run("--dataset", csv_data, *base), "missing MODEL")
     assert_user_error(run(tiny_model_dir, "--dataset", csv_data, *base, "--resume-from-checkpoint", "last"),

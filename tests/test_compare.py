@@ -28,7 +28,7 @@ from ko_hf.compare import (
     summarize,
 )
 from ko_hf.finetune import parse_config
-from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE
+from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE, DEFAULT_PAIRING
 
 # ------------------------------------------------------------------ statistics
 
@@ -115,10 +115,40 @@ def test_settings_syntax():
     assert [s.name for s in parse_settings(["none", "hard"])] == ["none", "hard"]
 
 
+def test_settings_express_pairing_and_coefs():
+    old, dsmc, soft = parse_settings("hard:pairing=all,hard:pairing=dsmc:coef=0.3,soft:coef=0.7")
+    assert old.config() == {"collision": "hard", "collision_pairing": "all"} and old.dirname == "hard_pairing-all"
+    assert dsmc.config() == {"collision": "hard", "collision_pairing": "dsmc", "coll_coef": 0.3}
+    assert dsmc.dirname == "hard_pairing-dsmc_coef-0.3" and dsmc.describe() == "hard, pairing=dsmc, coef=0.3"
+    assert soft.config() == {"collision": "soft", "coll_coef": 0.7}
+    options, args = parse_config({**BASE, "output_dir": "x", **dsmc.config()})
+    assert (args.collision, args.collision_pairing, args.coll_coef) == ("hard", "dsmc", 0.3)
+
+
+def test_finished_run_is_not_reused_once_the_defaults_it_ran_with_have_changed(tmp_path):
+    """A record of ko-hf 0.1 says collision "hard" and no pairing: it paired as "all", which is not today's "hard"."""
+    runner = FakeRunner()
+    run_comparison(BASE, tmp_path, ["hard"], [1], runner=runner, parse=parse_config, plot=False)
+    record_path = tmp_path / "hard" / "seed-1" / RESULT_FILE
+    record = json.loads(record_path.read_text())
+    assert record["collision_args"]["collision_pairing"] == DEFAULT_PAIRING
+    del record["collision_args"]["collision_pairing"]
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ComparisonError, match=r"other collision settings \(collision_pairing: 'all' then, 'dsmc' now"):
+        run_comparison(BASE, tmp_path, ["hard"], [1], runner=runner, parse=parse_config, plot=False)
+    run_comparison(BASE, tmp_path / "old", ["hard:pairing=all"], [1], runner=runner, parse=parse_config, plot=False)
+    record = json.loads((tmp_path / "old" / "hard_pairing-all" / "seed-1" / RESULT_FILE).read_text())
+    del record["collision_args"]["collision_pairing"]
+    (tmp_path / "old" / "hard_pairing-all" / "seed-1" / RESULT_FILE).write_text(json.dumps(record))
+    run_comparison(BASE, tmp_path / "old", ["hard:pairing=all"], [1], runner=runner, parse=parse_config, plot=False)
+    assert len(runner.calls) == 2  # the 0.1-style "all" record is reused
+
+
 @pytest.mark.parametrize("spec, why", [("sft", "unknown type 'sft'"), ("hard:coef=1.5", "coef must be in"),
                                        ("hard:coef", "not KEY=VALUE"), ("hard:speed=2", "unknown key 'speed'"),
                                        ("adamw:coef=0.1", "takes no options"), ("soft:coef=x", "must be a number"),
-                                       ("hard:coef=0.7:coef=0.8", "given twice"), ("soft/x", "only letters")])
+                                       ("hard:coef=0.7:coef=0.8", "given twice"), ("soft/x", "only letters"),
+                                       ("hard:pairing=pairs", r"pairing must be one of dsmc\|all")])
 def test_bad_setting_names_spec_and_valid_forms(spec, why):
     with pytest.raises(ComparisonError, match=why) as err:
         parse_setting(spec)
@@ -195,7 +225,9 @@ def test_fake_comparison_tables_and_resume(tmp_path):
                    "Δ macro-F1 vs adamw (95% CI)", "head weight corr.", "step time / adamw"):
         assert column in md
     coef, scale = DEFAULT_COLL_COEF["hard"], DEFAULT_DISTANCE_SCALE  # "hard" alone: the library defaults
-    assert f"| hard | hard, coef={coef}, λ={scale} | 2 | 94.50 ± 0.71 | +4.50 [-1.85, +10.85] |" in md
+    pairing = DEFAULT_PAIRING
+    assert (f"| hard | hard, coef={coef}, λ={scale}, pairing={pairing} | 2 | 94.50 ± 0.71 | +4.50 [-1.85, +10.85] |"
+            in md)
     assert comparison.settings[1].differences["accuracy"].n == 2
 
     # a rerun trains nothing; a deleted result is redone; a new seed trains only its runs
@@ -375,7 +407,7 @@ def test_real_comparison_of_a_tiny_bert(tmp_path):
     record = json.loads((tmp_path / "cmp" / "hard_coef-0.9" / "seed-1" / RESULT_FILE).read_text())
     assert record["median_step_time"] > 0 and record["log_history"]
     assert set(record["head_layers"]) == {"classifier.weight"} == set(data["weight_correlation_layers"])
-    assert record["final_ko_metrics"]["ko/accepted_pair_fraction"] >= 0
+    assert record["final_ko_metrics"]["ko/classifier.weight/accepted_pair_fraction"] >= 0  # one target: no aggregate
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| adamw | none (AdamW) | 2 |" in md and "hard, coef=0.9, λ=0.05" in md
     if comparison.figure:

@@ -148,7 +148,7 @@ def test_finetune_trains_evaluates_and_saves(tiny_model_dir, csv_data, tmp_path)
     assert 0 <= result.head_metrics["weight_correlation"] <= result.head_metrics["neuron_similarity"] <= 1
     assert result.head_layers == {"classifier.weight": result.head_metrics}  # one target: the same values
     assert any("loss" in entry for entry in result.log_history)
-    assert any("ko/accepted_pair_fraction" in entry for entry in result.log_history)
+    assert any("ko/classifier.weight/accepted_pair_fraction" in entry for entry in result.log_history)
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {str(i): n for i, n in enumerate(sorted(CLASS_WORDS))}
     assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()

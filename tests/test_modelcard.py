@@ -148,6 +148,8 @@ def test_ko_section_names_the_real_optimizer_settings(hard_trainer, hard_card):
     assert f"`collision_distance_scale`):** `{args.collision_distance_scale:g}`" in text
     assert "| `classifier.weight` | 3×32 | 3 × 32 |" in text
     assert "accepted-pair fraction" in text
+    assert f"`collision_pairing`):** `{args.collision_pairing}` (DSMC candidate pairs" in text
+    assert "mean per-neuron cos(g*_i, g_i)" in text
     assert "weight correlation" in text and "neuron similarity" in text
     assert "start of training" in text and "end (step 8)" in text
 
@@ -201,6 +203,7 @@ def test_python_snippet_when_no_command_is_given(hard_trainer, tmp_path):
     path = write_model_card(hard_trainer, output_dir=tmp_path, finetuned_from=HUB_BASE, plots=False)
     text = path.read_text()
     assert "KOTrainingArguments(" in text and "collision='hard'" in text and "learning_rate=0.003" in text
+    assert "collision_pairing='dsmc'" in text
     assert f"from_pretrained('{HUB_BASE}', num_labels=3)" in text
 
 

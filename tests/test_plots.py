@@ -114,6 +114,16 @@ def test_comparison_series_can_follow_one_layer():
     assert by_layer["neuron_similarity"] == {"adamw": ([], []), "hard+pooler": ([], [])}
 
 
+def test_comparison_series_of_single_target_runs_reads_the_target():
+    """With one target KOTrainer logs no aggregate (it would repeat the target's value): the series reads it."""
+    runs = {"adamw": [{"step": 2, "ko/classifier.weight/weight_correlation": 0.2}, {"step": 3, "loss": 1.0}],
+            "hard": [{"step": 2, "ko/classifier.weight/weight_correlation": 0.1,
+                      "ko/classifier.weight/neuron_similarity": 0.4}]}
+    series = comparison_series(runs)
+    assert series["weight_correlation"] == {"adamw": ([2], [0.2]), "hard": ([2], [0.1])}
+    assert series["neuron_similarity"] == {"adamw": ([], []), "hard": ([2], [0.4])}
+
+
 def tiny_run(out_dir, **overrides):
     args = KOTrainingArguments(
         output_dir=str(out_dir), use_cpu=True, per_device_train_batch_size=8, learning_rate=2e-3, max_steps=6,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ko_hf.finetune import FinetuneError, load_config_file, parse_config
-from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE
+from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE, DEFAULT_PAIRING
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 TABLE3 = sorted((RECIPES / "table3").glob("*/*.yaml"))
@@ -56,6 +56,8 @@ def test_recipe_parses_into_the_real_arguments(path):
     assert args.collision == {"adamw": "none", "soft": "soft", "hard": "hard"}[setting]
     assert args.coll_coef == DEFAULT_COLL_COEF[args.collision]  # the library defaults, written out
     assert args.collision_distance_scale == DEFAULT_DISTANCE_SCALE
+    assert args.collision_pairing == DEFAULT_PAIRING
+    assert ("collision_pairing" in mapping) == (setting == "hard")
     assert args.learning_rate == 2e-5 and args.per_device_train_batch_size == 32 and args.weight_decay == 0.01
     assert args.warmup_steps == 0.06 and args.bf16
     assert args.eval_strategy == "epoch" and args.save_strategy == "epoch" and args.load_best_model_at_end

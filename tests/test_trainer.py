@@ -97,7 +97,7 @@ def expected_gradient(group, index, weight, grad):
         return soft_collision(weight, grad, group["coll_coef"], include_self=group["collision_include_self"])
     seed = collision_generator_seed(group["collision_seed"], group["collision_step"], index)
     return hard_collision(weight, grad, group["coll_coef"], generator=torch.Generator().manual_seed(seed),
-                          distance_scale=group["collision_distance_scale"])
+                          distance_scale=group["collision_distance_scale"], pairing=group["collision_pairing"])
 
 
 def check_recorded(recorder, steps):
@@ -158,24 +158,68 @@ def test_fp16_where_supported(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ metrics
 
 
-def test_ko_metrics_are_logged(tmp_path):
+PER_TARGET = ("weight_correlation", "neuron_similarity", "grad_change_ratio", "grad_cosine", "grad_cosine_min",
+              "accepted_pair_fraction")
+
+
+def test_ko_metrics_are_logged_per_target_without_repeating_them(tmp_path):
     trainer = train(KOTrainer, ko_args(tmp_path, collision="hard", coll_coef=0.9))
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == COMMON["max_steps"] // COMMON["logging_steps"]
     for entry in logs:
-        for key in ("ko/weight_correlation", "ko/neuron_similarity", "ko/accepted_pair_fraction",
-                    "ko/grad_change_ratio", "ko/classifier.weight/weight_correlation",
-                    "ko/classifier.weight/accepted_pair_fraction"):
-            assert key in entry, key
-        assert 0 <= entry["ko/accepted_pair_fraction"] <= 1
-        assert 0 < entry["ko/weight_correlation"] <= entry["ko/neuron_similarity"] <= 1
-    assert any(entry["ko/grad_change_ratio"] > 0 for entry in logs)
+        # One target: its own keys only; an aggregate would repeat them.
+        assert {k for k in entry if k.startswith("ko/")} == {f"ko/classifier.weight/{k}" for k in PER_TARGET}
+        values = {k: entry[f"ko/classifier.weight/{k}"] for k in PER_TARGET}
+        assert 0 <= values["accepted_pair_fraction"] <= 1
+        assert 0 < values["weight_correlation"] <= values["neuron_similarity"] <= 1
+        assert -1 <= values["grad_cosine_min"] <= values["grad_cosine"] <= 1
+    assert any(entry["ko/classifier.weight/grad_change_ratio"] > 0 for entry in logs)
+
+
+def test_aggregates_are_logged_with_two_targets(tmp_path):
+    trainer = train(KOTrainer, ko_args(tmp_path, collision="hard", coll_coef=0.9, collision_targets=["head", "pooler"]))
+    names = ["bert.pooler.dense.weight", "classifier.weight"]
+    for entry in (e for e in trainer.state.log_history if "loss" in e):
+        per = {k: [entry[f"ko/{n}/{k}"] for n in names] for k in PER_TARGET}
+        assert entry["ko/weight_correlation"] == pytest.approx(sum(per["weight_correlation"]) / 2)
+        assert entry["ko/neuron_similarity"] == max(per["neuron_similarity"])
+        assert entry["ko/grad_change_ratio"] == pytest.approx(sum(per["grad_change_ratio"]) / 2)
+        assert entry["ko/grad_cosine"] == pytest.approx(sum(per["grad_cosine"]) / 2)
+        assert entry["ko/grad_cosine_min"] == min(per["grad_cosine_min"])
+        # pooled over candidate pairs: 32 // 2 of the pooler and 3 // 2 of the classifier per step
+        pooled = (16 * per["accepted_pair_fraction"][0] + 1 * per["accepted_pair_fraction"][1]) / 17
+        assert entry["ko/accepted_pair_fraction"] == pytest.approx(pooled)
+
+
+def test_logged_metric_reads_aggregates_and_single_targets():
+    from ko_hf.trainer import logged_metric
+
+    assert logged_metric({"ko/head/weight_correlation": 0.3}, "weight_correlation") == 0.3
+    assert logged_metric({"ko/a/weight_correlation": 0.3, "ko/b/weight_correlation": 0.5,
+                          "ko/weight_correlation": 0.4}, "weight_correlation") == 0.4
+    assert logged_metric({"ko/a/weight_correlation": 0.3, "ko/b/weight_correlation": 0.5}, "weight_correlation") is None
+    assert logged_metric({"loss": 1.0}, "grad_cosine") is None
 
 
 def test_baseline_logs_condensation_but_no_collision_stats(tmp_path):
     trainer = train(KOTrainer, ko_args(tmp_path, collision="none"))
     entry = next(e for e in trainer.state.log_history if "loss" in e)
-    assert "ko/weight_correlation" in entry and "ko/grad_change_ratio" not in entry
+    assert {k for k in entry if k.startswith("ko/")} == {"ko/classifier.weight/weight_correlation",
+                                                         "ko/classifier.weight/neuron_similarity"}
+
+
+def test_a_collision_that_reverses_the_gradient_is_warned_about_once(tmp_path, caplog):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_propagation()
+    with caplog.at_level("WARNING"):
+        train(KOTrainer, ko_args(tmp_path, collision="hard", coll_coef=1.0, collision_pairing="all"))
+    warnings = [r.getMessage() for r in caplog.records if "reverses the gradient" in r.getMessage()]
+    assert len(warnings) == 1 and "'classifier.weight'" in warnings[0] and "collision_pairing='dsmc'" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train(KOTrainer, ko_args(tmp_path / "dsmc", collision="hard", coll_coef=1.0, collision_pairing="dsmc"))
+    assert "reverses the gradient" not in caplog.text
 
 
 # ------------------------------------------------------------------ resume
@@ -220,9 +264,17 @@ class TrainerCallbackStop(TrainerCallback):
 
 
 def test_defaults_and_validation(tmp_path):
+    from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_PAIRING
+
     args = ko_args(tmp_path)
-    assert args.collision == "soft" and args.coll_coef == 0.1 and args.collision_seed == COMMON["seed"]
-    assert ko_args(tmp_path, collision="hard").coll_coef == 0.2
+    assert args.collision == "soft" and args.coll_coef == DEFAULT_COLL_COEF["soft"]
+    assert args.collision_seed == COMMON["seed"]
+    hard = ko_args(tmp_path, collision="hard")
+    assert hard.coll_coef == DEFAULT_COLL_COEF["hard"] and hard.collision_pairing == DEFAULT_PAIRING == "dsmc"
+    with pytest.raises(ValueError, match=r"collision_pairing='pairs' is not a pairing; valid: dsmc, all"):
+        ko_args(tmp_path, collision="hard", collision_pairing="pairs")
+    with pytest.raises(ValueError, match=r"coll_coef=True"):
+        ko_args(tmp_path, collision="hard", coll_coef=True)
     with pytest.raises(ValueError, match=r"collision='elastic'.*none, soft, hard"):
         ko_args(tmp_path, collision="elastic")
     with pytest.raises(ValueError, match=r"coll_coef=1.5.*\[0, 1\]"):
@@ -274,22 +326,28 @@ def test_optimizer_cls_and_kwargs_is_honoured(tmp_path):
     trainer.create_optimizer()
     assert isinstance(trainer.optimizer, torch.optim.SGD) and type(trainer.optimizer).__name__ == "KOSGD"
     assert trainer.optimizer.param_groups[-1]["collision"] == "hard"
+    assert trainer.optimizer.param_groups[-1]["collision_pairing"] == "dsmc"
 
 
 def test_arguments_parse_from_flags_and_yaml(tmp_path):
     parser = HfArgumentParser(KOTrainingArguments)
     (args,) = parser.parse_args_into_dataclasses(
         ["--output_dir", str(tmp_path), "--collision", "hard", "--coll_coef", "0.7",
-         "--collision_targets", "head", "pooler", "--collision_distance_scale", "0.5", "--use_cpu", "true"]
+         "--collision_targets", "head", "pooler", "--collision_distance_scale", "0.5", "--use_cpu", "true",
+         "--collision_pairing", "all"]
     )
-    assert (args.collision, args.coll_coef, args.collision_targets, args.collision_distance_scale) == (
-        "hard", 0.7, ["head", "pooler"], 0.5)
+    assert (args.collision, args.coll_coef, args.collision_targets, args.collision_distance_scale,
+            args.collision_pairing) == ("hard", 0.7, ["head", "pooler"], 0.5, "all")
     config = tmp_path / "args.yaml"
-    config.write_text(f"output_dir: {tmp_path}\ncollision: soft\ncoll_coef: 0.2\ncollision_include_self: true\n")
+    config.write_text(f"output_dir: {tmp_path}\ncollision: soft\ncoll_coef: 0.2\ncollision_include_self: true\n"
+                      "collision_pairing: all\n")
     (from_yaml,) = parser.parse_yaml_file(str(config))
-    assert (from_yaml.collision, from_yaml.coll_coef, from_yaml.collision_include_self) == ("soft", 0.2, True)
+    assert (from_yaml.collision, from_yaml.coll_coef, from_yaml.collision_include_self,
+            from_yaml.collision_pairing) == ("soft", 0.2, True, "all")
     with pytest.raises(SystemExit):
         parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--collision", "elastic"])
+    with pytest.raises(SystemExit):
+        parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--collision_pairing", "pairs"])
 
 
 def test_arguments_are_saved_with_the_run(tmp_path):

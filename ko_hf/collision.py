@@ -194,13 +194,12 @@ def _max_pairwise_distance(x: torch.Tensor) -> torch.Tensor:
     n = x.shape[0]
     sq_norms = (x * x).sum(dim=1)
     rows = max(1, min(n, max(_GRAM_BLOCK_ELEMENTS, x.numel()) // max(n, 1)))
-    columns = torch.arange(n, device=x.device)
     best = x.new_zeros(())
     for start in range(0, n, rows):  # the block count depends on the shape only
         block = x[start : start + rows]
         squared = torch.addmm(sq_norms[None, :], block, x.T, alpha=-2.0).add_(sq_norms[start : start + rows, None])
-        diagonal = columns[None, :] == columns[start : start + rows, None]
-        best = torch.maximum(best, squared.masked_fill_(diagonal, 0.0).amax())
+        squared.diagonal(offset=start).fill_(0.0)  # row start + k against itself: rounding, not a distance
+        best = torch.maximum(best, squared.amax())
     return best.clamp_min(0.0).sqrt()
 
 

@@ -23,7 +23,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
 from ko_hf import KOAdamW, collision_target_names
-from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE
+from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE, DEFAULT_PAIRING
 
 
 def build_model(kind: str, num_labels: int) -> torch.nn.Module:
@@ -34,13 +34,14 @@ def build_model(kind: str, num_labels: int) -> torch.nn.Module:
     raise ValueError(f"unknown model size {kind!r}; valid: distilbert-base, bert-base")
 
 
-def build_optimizer(model: torch.nn.Module, collision: str, coef: float, distance_scale: float):
+def build_optimizer(model: torch.nn.Module, collision: str, coef: float, distance_scale: float, pairing: str):
     targets = set(collision_target_names(model)) if collision != "none" else set()
     groups = [{"params": [p for n, p in model.named_parameters() if n not in targets]}]
     for name, param in model.named_parameters():
         if name in targets:
             groups.append({"params": [param], "collision": collision, "coll_coef": coef,
-                           "collision_distance_scale": distance_scale, "collision_names": [name]})
+                           "collision_distance_scale": distance_scale, "collision_pairing": pairing,
+                           "collision_names": [name]})
     return KOAdamW(groups, lr=2e-5, weight_decay=0.01)
 
 
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--soft-coef", type=float, default=DEFAULT_COLL_COEF["soft"])
     parser.add_argument("--hard-coef", type=float, default=DEFAULT_COLL_COEF["hard"])
     parser.add_argument("--distance-scale", type=float, default=DEFAULT_DISTANCE_SCALE)
+    parser.add_argument("--pairing", default=DEFAULT_PAIRING, choices=["dsmc", "all"])
     cli = parser.parse_args()
 
     device = torch.device(cli.device)
@@ -65,7 +67,7 @@ def main() -> None:
     runs = {}
     for name, (collision, coef) in settings.items():
         model = copy.deepcopy(base).train()
-        runs[name] = (model, build_optimizer(model, collision, coef, cli.distance_scale))
+        runs[name] = (model, build_optimizer(model, collision, coef, cli.distance_scale, cli.pairing))
     gen = torch.Generator().manual_seed(0)
     input_ids = torch.randint(1000, 20000, (cli.batch_size, cli.seq_len), generator=gen).to(device)
     labels = torch.randint(cli.num_labels, (cli.batch_size,), generator=gen).to(device)
@@ -104,7 +106,8 @@ def main() -> None:
     print(f"model={cli.model} device={device} ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads) batch={cli.batch_size}x{cli.seq_len} rounds={cli.rounds} "
           f"torch={torch.__version__}")
-    print(f"soft coef={cli.soft_coef}; hard coef={cli.hard_coef}, distance_scale={cli.distance_scale}; "
+    print(f"soft coef={cli.soft_coef}; hard coef={cli.hard_coef}, distance_scale={cli.distance_scale}, "
+          f"pairing={cli.pairing}; "
           f"hard accepted-pair fraction per target (last round): {accepted[-1]}")
     print("| setting | median step (s) | min (s) | max (s) | ratio to AdamW | median optimizer.step (s) | "
           "overhead from optimizer.step |")

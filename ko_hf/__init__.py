@@ -8,11 +8,15 @@ from importlib import import_module
 from typing import Any
 
 from .collision import (
+    PAIRINGS,
     accepted_pair_fraction,
+    candidate_pairs,
     collision_mask,
     cosine_similarity_matrix,
     hard_collision,
+    hard_collision_with_count,
     neuron_similarity,
+    row_cosines,
     soft_collision,
     weight_correlation,
 )
@@ -42,11 +46,15 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "__version__",
+    "PAIRINGS",
     "accepted_pair_fraction",
+    "candidate_pairs",
     "collision_mask",
     "cosine_similarity_matrix",
     "hard_collision",
+    "hard_collision_with_count",
     "neuron_similarity",
+    "row_cosines",
     "soft_collision",
     "weight_correlation",
     *_LAZY,

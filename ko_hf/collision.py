@@ -192,7 +192,7 @@ def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:
 def _max_pairwise_distance(x: torch.Tensor) -> torch.Tensor:
     """``max_{i != j} ‖x_i - x_j‖`` as a 0-d tensor, from blocks of the Gram matrix (O(N·D) extra memory)."""
     n = x.shape[0]
-    sq_norms = (x * x).sum(dim=1)
+    sq_norms = torch.linalg.vector_norm(x, dim=1).square_()  # no N x D temporary
     rows = max(1, min(n, max(_GRAM_BLOCK_ELEMENTS, x.numel()) // max(n, 1)))
     best = x.new_zeros(())
     for start in range(0, n, rows):  # the block count depends on the shape only

@@ -158,23 +158,22 @@ def test_pairing_is_a_validated_group_key_and_old_groups_pair_as_all():
         group.pop("collision_pairing", None)
     opt.load_state_dict(state)
     assert "collision_pairing" not in opt.param_groups[1]
+    assert_first_step_collides_head_as(opt, model, x, y, "all")
+
+
+def assert_first_step_collides_head_as(opt, model, x, y, pairing):
     backward(model, x, y)
     head, grad = model[2].weight.detach().clone(), model[2].weight.grad.clone()
     opt.apply_collisions()
     seed = collision_generator_seed(0, 0, 1)
-    expected = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed), pairing="all")
+    expected = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed), pairing=pairing)
     assert torch.equal(model[2].weight.grad, expected)
 
 
 def test_dsmc_group_collides_with_dsmc_and_counts_candidate_pairs():
     model, x, y = model_and_batch()
     opt = KOSGD(groups(model, "hard", coef=1.0, collision_pairing="dsmc"), lr=0.1)
-    backward(model, x, y)
-    head, grad = model[2].weight.detach().clone(), model[2].weight.grad.clone()
-    opt.apply_collisions()
-    seed = collision_generator_seed(0, 0, 1)
-    expected = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed), pairing="dsmc")
-    assert torch.equal(model[2].weight.grad, expected)
+    assert_first_step_collides_head_as(opt, model, x, y, "dsmc")
     stats = opt.pop_collision_stats()["head"]
     assert stats["pairs"] == 5 // 2 and stats["accepted_pairs"] == 2 and stats["accepted_pair_fraction"] == 1.0
     assert -1 <= stats["grad_cosine_min"] <= stats["grad_cosine"] < 1

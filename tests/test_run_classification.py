@@ -49,7 +49,8 @@ def test_run_classification_trains_evaluates_predicts_with_ko(tmp_path):
     assert 0 <= metrics["eval_accuracy"] <= 1
     assert "ko/classifier.weight/weight_correlation" in metrics and metrics["train_samples"] == 24
     state = json.loads((out / "trainer_state.json").read_text())
-    assert any("ko/accepted_pair_fraction" in entry for entry in state["log_history"])  # hard collision ran
+    assert any("ko/classifier.weight/accepted_pair_fraction" in entry  # hard collision ran
+               for entry in state["log_history"])
     predictions = (out / "predict_results.txt").read_text().splitlines()
     assert predictions[0] == "index\tprediction" and len(predictions) == 1 + 9
     assert "KO" in (out / "README.md").read_text()

@@ -363,10 +363,10 @@ def hard_collision_with_count(
     ``pairing="all"`` (Eq. 8 as printed, ko-hf 0.1's behaviour, bit for bit): every accepted pair of the
     ``N (N − 1) / 2`` adds ``Δg_ij = (g_j − g_i)/2 + ½ ‖g_i − g_j‖ n_ij`` to row i and subtracts it from row j,
     all at once. Momentum is conserved up to the rounding of summing every pair's update (measured drift at N = 4096,
-    D = 1, coef 1: 5.7e-4 of Σ|g_i|, README "What KO does"); energy is not once a row has several partners. The
-    unit vectors are drawn one per accepted pair in row-major order of the upper triangle. It synchronises with
-    the host once, where ``nonzero`` lists the accepted pairs (their number sets the shape of the draws); on the
-    meta device it raises ``ValueError``.
+    D = 1, coef 1: up to 3.0e-5 of Σ|g_i|, i.e. 1.4e-8 of Σ|g*_i|; DSMC: 1.2e-9 of Σ|g_i|; README "What KO
+    does"); energy is not once a row has several partners. The unit vectors are drawn one per accepted pair in
+    row-major order of the upper triangle. It synchronises with the host once, where ``nonzero`` lists the
+    accepted pairs (their number sets the shape of the draws); on the meta device it raises ``ValueError``.
 
     Both: the unit vectors come from ``generator`` only (the global generator when None), on the generator's
     device, so the same seed gives the same result on every process; acceptance is invariant to scaling ``g``

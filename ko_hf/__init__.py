@@ -1,29 +1,29 @@
 """ko-hf: the KO (Kinetics-inspired Optimizer) collision step for Hugging Face fine-tuning.
 
-The collision functions import only torch. The Trainer side (``KOTrainer``, ``KOTrainingArguments``), the
-optimizers and the data recipes load transformers/datasets on first use, so ``import ko_hf`` stays cheap.
+Every public name loads on first use: ``import ko_hf`` imports neither torch nor transformers, so the light
+modules (``ko_hf.preflight``, ``ko_hf.run_folder``) can check a command line before anything heavy is imported.
+``from ko_hf import soft_collision`` imports torch; ``from ko_hf import KOTrainer`` imports transformers.
 """
 
 from importlib import import_module
 from typing import Any
 
-from .collision import (
-    PAIRINGS,
-    accepted_pair_fraction,
-    candidate_pairs,
-    collision_mask,
-    cosine_similarity_matrix,
-    hard_collision,
-    hard_collision_with_count,
-    neuron_similarity,
-    row_cosines,
-    soft_collision,
-    weight_correlation,
-)
-
 __version__ = "0.1.0"
 
 _LAZY = {
+    **{name: "collision" for name in (
+        "PAIRINGS",
+        "accepted_pair_fraction",
+        "candidate_pairs",
+        "collision_mask",
+        "cosine_similarity_matrix",
+        "hard_collision",
+        "hard_collision_with_count",
+        "neuron_similarity",
+        "row_cosines",
+        "soft_collision",
+        "weight_correlation",
+    )},
     "KOAdamW": "optim",
     "KOSGD": "optim",
     "ko_optimizer_class": "optim",
@@ -44,18 +44,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "__version__",
-    "PAIRINGS",
-    "accepted_pair_fraction",
-    "candidate_pairs",
-    "collision_mask",
-    "cosine_similarity_matrix",
-    "hard_collision",
-    "hard_collision_with_count",
-    "neuron_similarity",
-    "row_cosines",
-    "soft_collision",
-    "weight_correlation",
-    *_LAZY,
-]
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+__all__ = ["__version__", *_LAZY]

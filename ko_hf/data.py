@@ -304,7 +304,7 @@ def _pick_column(columns: Sequence[str], explicit: str | None, preferred: str | 
             return lowered[cand]
     raise DatasetError(
         f"no {kind} column found (looked for {list(candidates)}); columns found: {list(columns)}; "
-        f"pass {kind}_column=..."
+        f"name it with --{kind}-column COLUMN ({kind}_column: COLUMN in a YAML config)"
     )
 
 
@@ -521,21 +521,25 @@ def _load_resource(filename: str) -> _Source:
         return _Source(_load_tabular(path), "tabular", f"package:ko_hf/resources/{filename}")
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
 def _load_hub(hub_id: str, name: str | None) -> _Source:
+    from .hub import dataset_offline_flag, hub_unreachable
+
+    local = f"--dataset {name}=/path/to/data or --dataset /path/to/data" if name else "--dataset /path/to/data"
+    flag = dataset_offline_flag()
+    problem = None if flag else hub_unreachable()
+    if problem is not None:  # datasets would retry for ~25 s before failing
+        raise DatasetError(
+            f"cannot reach the Hugging Face Hub to load dataset {hub_id!r} ({problem}); no offline flag "
+            f"(HF_DATASETS_OFFLINE, HF_HUB_OFFLINE) is set. If it is in your local cache, set HF_DATASETS_OFFLINE=1 "
+            f"to use that copy; else check the network, or pass a local copy: {local}")
     try:
         dd = datasets.load_dataset(hub_id)
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear DatasetError
         message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        if isinstance(err, ConnectionError) or _offline() or "offline" in message.lower():
+        if flag is not None:
             raise DatasetError(
-                f"cannot reach the Hugging Face Hub (offline?) to load {hub_id!r}; download it once or pass a local "
-                f"folder/file: {f'--dataset {name}=/path/to/data or ' if name else ''}--dataset /path/to/data "
-                f"({message})"
+                f"dataset {hub_id!r} is not in the local cache and {flag} is set (offline mode), so the Hub is not "
+                f"asked: unset it to download the dataset once, or pass a local copy: {local} ({message})"
             ) from err
         raise DatasetError(f"could not load {hub_id!r} from the Hugging Face Hub: {message}") from err
     if not isinstance(dd, datasets.DatasetDict):
@@ -625,7 +629,13 @@ def _extract(frame: pd.DataFrame, text_col: str, label_col: str, where: str) -> 
     if len(keep) < len(texts):
         logger.warning("%s: dropped %d row(s) with an empty text or label", where, len(texts) - len(keep))
     if not keep:
-        raise DatasetError(f"split {where} is empty")
+        if not texts:
+            raise DatasetError(f"split {where} is empty")
+        empty = [name for name, values in ((f"label column {label_col!r}", labels), (f"text column {text_col!r}", texts))
+                 if all(_is_missing(v) for v in values)]
+        raise DatasetError(f"split {where}: every one of its {len(texts)} row(s) has an empty "
+                           f"{' and an empty '.join(empty) or 'text or label'}; is that the right column "
+                           "(--text-column / --label-column)?")
     return [str(texts[i]) for i in keep], [labels[i] for i in keep]
 
 
@@ -634,8 +644,9 @@ def _drop_unseen(split: str, texts: list[str], labels: list, seen: set, drop: bo
     if not unseen:
         return texts, labels
     if not drop:
-        raise DatasetError(f"{split} labels never seen in train: {unseen}; pass drop_unseen_eval_labels=True "
-                           "(--drop-unseen-eval-labels) to drop those rows")
+        raise DatasetError(f"{split} labels never seen in train: {unseen}; to drop those rows set "
+                           "drop_unseen_eval_labels: true in a YAML config (ko-finetune: --set "
+                           "drop_unseen_eval_labels=true)")
     keep = [i for i, y in enumerate(labels) if y in seen]
     logger.warning("%s: dropped %d row(s) whose label is not in train: %s", split, len(labels) - len(keep), unseen)
     if not keep:
@@ -736,6 +747,10 @@ def load_text_classification(
 
     known = recipe.label_names if recipe and recipe.label_names else source.class_names.get(label_col)
     names, to_id = _label_names(raw["train"][1], known)
+    present = sorted({str(y) for y in raw["train"][1]})
+    if len(present) < 2:
+        raise DatasetError(f"the train split of {source.location} has a single label ({present[0]!r} in column "
+                           f"{label_col!r}); a classifier needs at least 2 classes")
     encoded = {s: (texts, [to_id[y] for y in labels]) for s, (texts, labels) in raw.items()}
 
     if "validation" not in encoded:

@@ -319,7 +319,8 @@ def test_unsupported_file_type(tmp_path):
 def test_hub_id_offline_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(DatasetError, match=r"cannot reach the Hugging Face Hub \(offline\?\).*someone/nonexistent"):
+    with pytest.raises(DatasetError, match=r"'someone/nonexistent-dataset' is not in the local cache and "
+                                           r"HF_DATASETS_OFFLINE=1 is set \(offline mode\)"):
         load_text_classification("someone/nonexistent-dataset")
 
 
@@ -369,3 +370,35 @@ def test_real_shared_data(spec, sizes, n_labels):
     if spec == "imdb":  # 25k/25k: the carved validation comes out of the 25k train reviews
         assert sum(sizes[:2]) == 25_000
         assert load_text_classification(f"imdb={path.resolve()}").label_names == ["neg", "pos"]
+
+
+def test_single_class_is_an_error(tmp_path):
+    path = write_table(tmp_path / "one.csv", make_rows(6, labels=("only",)))
+    with pytest.raises(DatasetError, match=r"has a single label \('only' in column 'label'\); a classifier needs "
+                                           r"at least 2 classes"):
+        load_text_classification(str(path))
+
+
+def test_all_empty_labels_get_their_own_message(tmp_path):
+    path = tmp_path / "nolabels.csv"
+    path.write_text("text,label\nplay a song,\nrain today,\nbook a table,\n")
+    with pytest.raises(DatasetError, match=r"every one of its 3 row\(s\) has an empty label column 'label'") as err:
+        load_text_classification(str(path))
+    assert "is empty" not in str(err.value)
+
+
+def test_column_messages_name_the_flags(tmp_path):
+    path = write_table(tmp_path / "x.csv", make_rows(3), text="body", label="y")
+    with pytest.raises(DatasetError, match=r"--text-column COLUMN \(text_column: COLUMN in a YAML config\)"):
+        load_text_classification(str(path))
+    with pytest.raises(DatasetError, match=r"--label-column COLUMN"):
+        load_text_classification(str(path), text_column="body")
+
+
+def test_unseen_label_message_names_real_settings(tmp_path):
+    write_table(tmp_path / "u" / "train.csv", make_rows(5, labels=("a", "b")))
+    write_table(tmp_path / "u" / "test.csv", make_rows(2, labels=("a", "zz")))
+    with pytest.raises(DatasetError, match=r"drop_unseen_eval_labels: true in a YAML config \(ko-finetune: --set "
+                                           r"drop_unseen_eval_labels=true\)") as err:
+        load_text_classification(str(tmp_path / "u"))
+    assert "--drop-unseen-eval-labels" not in str(err.value)

@@ -11,94 +11,61 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .common import FLAG, fail, quiet_libraries, say
+
 SETTINGS_HELP = (
-    "Collision settings to compare, comma-separated or repeated: TYPE[:KEY=VALUE[:KEY=VALUE...]] with TYPE "
-    "adamw (= none), soft or hard and KEY coef, lambda, targets (+-separated, e.g. head+pooler) or include_self. "
-    "Example: adamw,soft,hard:coef=0.8:lambda=1. Without coef a type uses the library default. "
-    "[default: adamw,soft,hard]"
+    "Collision settings to compare, comma-separated or repeated: TYPE or TYPE:KEY=VALUE (more :KEY=VALUE may "
+    "follow) with TYPE adamw (= none), soft or hard and KEY coef, lambda, targets (+-separated, e.g. head+pooler) or "
+    "include_self. Example: -s adamw,soft -s hard:coef=0.8 -s hard:lambda=1. Without coef a type uses the library "
+    "default. [default: adamw,soft,hard]"
 )
-
-
-def _parse_set(pairs: list[str]) -> dict[str, Any]:
-    """``--set key=value`` pairs; values are read as YAML (``true``, ``1e-3``, ``[a, b]``), except that
-    ``no``/``yes``/``on``/``off`` stay strings (the config parser turns them into booleans where a field wants one)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"--set expects KEY=VALUE, got {pair!r}", param_hint="--set")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
-            value = raw.strip()  # YAML 1.1 reads no/yes/on/off as booleans: save_strategy=no means "no"
-        out[key.strip()] = value
-    return out
 
 
 def compare(
     model: Annotated[Optional[str], typer.Argument(
-        help="Pretrained encoder (folder or Hub id); overrides model_name_or_path of --config.",
+        help="Pretrained encoder (folder or Hub id); overrides model_name_or_path of --config.", metavar="MODEL",
         show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", "-c", help="YAML recipe (FinetuneOptions + KOTrainingArguments keys) used as the base of "
-                               "every run; its collision/coll_coef are replaced by each setting's.")] = None,
+                               "every run; its collision/coll_coef are replaced by each setting's.",
+        metavar="FILE")] = None,
     dataset: Annotated[Optional[str], typer.Option(
         "--dataset", "-d", help="imdb, snips, demo; NAME=/local/path; a local file or folder; or a Hub id "
-                                "(overrides dataset of --config).", show_default=False)] = None,
+                                "(overrides dataset of --config).", show_default=False, metavar="NAME|PATH")] = None,
     settings: Annotated[Optional[list[str]], typer.Option("--settings", "-s", help=SETTINGS_HELP,
-                                                          show_default=False)] = None,
+                                                          show_default=False, metavar="SPEC")] = None,
     seeds: Annotated[str, typer.Option(
-        help="A count N (seeds 1..N) or a comma-separated list (1,2,3; a single seed: 7,).")] = "3",
+        help="A count N (seeds 1..N) or a comma-separated list (1,2,3; a single seed: 7,).",
+        metavar="N|LIST")] = "3",
     output_dir: Annotated[Optional[Path], typer.Option(
         "--output-dir", "-o", help="Comparison folder: runs go to <dir>/<setting>/seed-<s>/ "
-                                   "[default: output_dir of --config]", show_default=False)] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="num_train_epochs.", show_default=False)] = None,
+                                   "[default: output_dir of --config]", show_default=False, metavar="DIR")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="num_train_epochs.", show_default=False,
+                                                    metavar="N")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop every run after this many steps.",
-                                                     show_default=False)] = None,
-    max_train_samples: Annotated[Optional[int], typer.Option(show_default=False)] = None,
-    max_eval_samples: Annotated[Optional[int], typer.Option(show_default=False)] = None,
-    max_length: Annotated[Optional[int], typer.Option(show_default=False)] = None,
+                                                     show_default=False, metavar="N")] = None,
+    max_train_samples: Annotated[Optional[int], typer.Option(show_default=False, metavar="N")] = None,
+    max_eval_samples: Annotated[Optional[int], typer.Option(show_default=False, metavar="N")] = None,
+    max_length: Annotated[Optional[int], typer.Option(show_default=False, metavar="N")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Per-device batch size, training and evaluation.",
-                                                      show_default=False)] = None,
-    learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", "--lr", show_default=False)] = None,
+                                                      show_default=False, metavar="N")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", "--lr", show_default=False,
+                                                           metavar="X")] = None,
     set_values: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Any other config key, KEY=VALUE (YAML value), repeatable: --set use_cpu=true.",
-        show_default=False)] = None,
-    confidence: Annotated[float, typer.Option(help="Confidence level of the paired-difference intervals.")] = 0.95,
+        show_default=False, metavar="KEY=VALUE")] = None,
+    confidence: Annotated[float, typer.Option(help="Confidence level of the paired-difference intervals.",
+                                              metavar="P")] = 0.95,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the comparison figure and the runs' "
-                                                                   "model-card pictures.")] = True,
+                                                                   "model-card pictures.", metavar=FLAG)] = True,
 ) -> None:
     """Fine-tune one model on one dataset under several collision settings and seeds; report mean ± std, the
     paired difference to AdamW with a t confidence interval, the head's weight correlation and the step-time
-    ratio. Finished runs are skipped on a rerun; unfinished ones resume from their last checkpoint."""
-    from rich.console import Console
-    from rich.table import Table
+    ratio. Finished runs are skipped on a rerun; unfinished ones resume from their last complete checkpoint. The
+    runs use the defaults of ko-finetune train (logging every 2 % of the steps, the last 2 checkpoints kept)."""
+    from ko_hf.preflight import check_run_settings, is_main_process, merge_settings
+    from ko_hf.run_folder import lock_run_folder
 
-    console = Console()
-    error_console = Console(stderr=True)
-
-    def fail(message: str) -> None:
-        error_console.print(f"[bold red]error:[/] {message}", highlight=False)
-        raise typer.Exit(2)
-
-    from ko_hf.compare import ComparisonError, parse_seeds, parse_settings, run_comparison, summary_table
-    from ko_hf.data import DatasetError
-    from ko_hf.finetune import FinetuneError, load_config_file
-
-    user_errors = (ComparisonError, FinetuneError, DatasetError)
-
-    try:
-        chosen = parse_settings(settings or ["adamw,soft,hard"])
-        seed_list = parse_seeds(seeds)
-        if not 0 < confidence < 1:
-            raise ComparisonError(f"--confidence must be in (0, 1), got {confidence}")
-        base: dict[str, Any] = load_config_file(config) if config is not None else {}
-    except user_errors as err:
-        fail(str(err))
     flags = {
         "model_name_or_path": model,
         "dataset": dataset,
@@ -110,38 +77,53 @@ def compare(
         "per_device_train_batch_size": batch_size,
         "per_device_eval_batch_size": batch_size,
         "learning_rate": learning_rate,
+        "plots": False if not plots else None,
     }
-    base.update({k: v for k, v in flags.items() if v is not None})
-    base.update(_parse_set(set_values or []))
-    if not plots:
-        base["plots"] = False
+    try:  # before torch and transformers are imported: a mistake here is reported at once
+        if not 0 < confidence < 1:
+            raise ValueError(f"--confidence must be in (0, 1), got {confidence}")
+        base: dict[str, Any] = merge_settings(config, flags, set_values or [])
+        root = output_dir if output_dir is not None else base.get("output_dir")
+        if not root:
+            raise ValueError("give --output-dir (or output_dir: in --config): the comparison's runs and tables go "
+                             "there")
+        for key, where in (("model_name_or_path", "the MODEL argument"), ("dataset", "--dataset")):
+            if not base.get(key):
+                raise ValueError(f"no {key}: pass it ({where}) or set it in --config")
+        check_run_settings({**base, "output_dir": str(root)})
+        if is_main_process():
+            lock_run_folder(root)  # held until the comparison ends; a second comparison here stops at once
+    except ValueError as err:
+        raise fail(err) from None
+
+    quiet_libraries()
+    from rich.console import Console
+
+    from ko_hf.compare import ComparisonError, parse_seeds, parse_settings, run_comparison, summary_table
+    from ko_hf.data import DatasetError
+    from ko_hf.finetune import FinetuneError
+
+    user_errors = (ComparisonError, FinetuneError, DatasetError)
+    console = Console()
+    try:
+        chosen = parse_settings(settings or ["adamw,soft,hard"])
+        seed_list = parse_seeds(seeds)
+    except user_errors as err:
+        raise fail(err) from None
     replaced = [k for k in ("collision", "coll_coef") if k in base]
     if replaced:
-        console.print(f"[dim]note: {', '.join(replaced)} of the base config are replaced by each setting's[/]")
-    root = output_dir if output_dir is not None else base.get("output_dir")
-    if not root:
-        fail("give --output-dir (or output_dir: in --config): the comparison's runs and tables go there")
-    for key in ("model_name_or_path", "dataset"):
-        if not base.get(key):
-            fail(f"no {key}: pass it ({'the MODEL argument' if key == 'model_name_or_path' else '--dataset'}) "
-                 "or set it in --config")
-
-    console.print(f"Comparing {', '.join(s.name for s in chosen)} on [bold]{base['model_name_or_path']}[/] / "
-                  f"[bold]{base['dataset']}[/] with seeds {', '.join(map(str, seed_list))} -> {root}",
-                  highlight=False)
+        say(f"note: {', '.join(replaced)} of the base config are replaced by each setting's")
+    say(f"Comparing {', '.join(s.name for s in chosen)} on {base['model_name_or_path']} / {base['dataset']} with "
+        f"seeds {', '.join(map(str, seed_list))} -> {root}")
     try:
         comparison = run_comparison(base, root, chosen, seed_list, confidence=confidence, plot=plots,
-                                    progress=lambda message: console.print(message, highlight=False))
+                                    progress=say if is_main_process() else None)
     except user_errors as err:  # bad config keys/values, dataset or model: caught before a run trains
-        fail(str(err))
-
-    headers, rows = summary_table(comparison)
-    table = Table(title=f"{base['model_name_or_path']} on {base['dataset']}: {comparison.split} metrics")
-    for index, header in enumerate(headers):
-        table.add_column(header, justify="left" if index < 2 else "right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+        raise fail(err) from None
+    if not is_main_process():
+        return
+    console.print(_console_table(*summary_table(comparison),
+                                 title=f"{base['model_name_or_path']} on {base['dataset']}: {comparison.split} metrics"))
     console.print(f"mean ± sample std over seeds; Δ: paired (same seed) difference to {comparison.baseline} with "
                   f"its {round(100 * confidence)}% Student-t interval — one that contains 0 is no evidence of a "
                   "difference.", highlight=False)
@@ -150,3 +132,17 @@ def compare(
     console.print(f"wrote {Path(root) / 'comparison.md'} and {Path(root) / 'comparison.json'}"
                   + (f" and {comparison.figure}" if comparison.figure else
                      f" ({comparison.figure_note})" if comparison.figure_note else ""), highlight=False)
+
+
+def _console_table(headers: list[str], rows: list[list[str]], title: str):
+    """The summary with one column per setting and one row per measure: it fits an 80-column terminal (the
+    markdown file keeps one row per setting)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("", overflow="fold")
+    for row in rows:
+        table.add_column(row[0], justify="right", overflow="fold")
+    for index, header in enumerate(headers[1:], 1):
+        table.add_row(header, *(row[index] for row in rows))
+    return table

@@ -9,14 +9,15 @@ word ``train`` left out: :func:`main` inserts it when the first argument is not 
     ko-finetune demo
 
 Only typer is imported at module level; torch, transformers and ko_hf are imported inside the command bodies, so
-``--help`` is instant. Under ``accelerate launch`` / ``torchrun`` every rank runs the same command and only rank 0
-prints results. Every mistake a user can make is reported as one line ``Error: ...`` with exit code 2, before any
-training starts.
+``--help`` is instant, and the settings are checked (:mod:`ko_hf.preflight`, the output folder locked) before
+they are imported, so a mistake is reported at once. Under ``accelerate launch`` / ``torchrun`` every rank runs the
+same command and only rank 0 prints results. Every mistake a user can make is reported as one line ``Error: ...``
+with exit code 2, before any training starts.
 """
 
 from __future__ import annotations
 
-import os
+import difflib
 import shlex
 import sys
 import time
@@ -25,18 +26,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .common import FLAG, Command, Group, fail, quiet_libraries, say
+
 MODEL_DATA = "Model & data"
 KO = "KO collision"
 LORA = "LoRA (peft)"
 TRAINING = "Training"
 OUTPUT = "Output & Hub"
-
-#: Defaults of the CLI that differ from ``TrainingArguments`` (a ``--config`` file or a flag overrides them).
-CLI_DEFAULTS: dict[str, Any] = {
-    "logging_steps": 0.02,  # a ratio of the total steps: ~50 log points (condensation curves in the model card)
-    "save_total_limit": 2,  # checkpoints of a base-size encoder with AdamW state are ~1.3 GB each
-    "report_to": "none",
-}
 
 #: The offline demo: all-MiniLM-L6-v2 on the packaged 5-intent ``demo`` set (210 train / 45 val / 45 test).
 DEMO_SETTINGS = ("none", "soft", "hard")
@@ -52,6 +48,7 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=Group,
 )
 
 _ARGV: list[str] | None = None  # the command line main() was given, for the model card's "reproduce" line
@@ -60,33 +57,11 @@ _ARGV: list[str] | None = None  # the command line main() was given, for the mod
 # --------------------------------------------------------------------------------------------------- helpers
 
 
-def fail(message: Any) -> typer.Exit:
-    """Print ``Error: message`` (one line) to stderr; return the exit-code-2 exception to raise."""
-    typer.echo(f"Error: {' '.join(str(message).split())}", err=True)
-    return typer.Exit(code=2)
-
-
 def is_main_process() -> bool:
-    """True on rank 0 of ``torchrun`` / ``accelerate launch`` (and in a plain run)."""
-    return os.environ.get("RANK", "0") in ("", "0")
+    """True on rank 0 of ``torchrun`` / ``accelerate launch`` (and in a plain process)."""
+    from ko_hf.preflight import is_main_process as main_process
 
-
-def _quiet_libraries(transformers_level: str = "warning") -> None:
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets.disable_progress_bars()  # the tokenization bars; training keeps its progress bar
-    getattr(hf_logging, f"set_verbosity_{transformers_level}")()
-    if transformers_level == "error":
-        hf_logging.disable_progress_bar()  # "Loading weights" bars
-
-
-def _cpu_defaults(mapping: dict[str, Any]) -> None:
-    """No pinned memory without an accelerator (torch warns about it on every DataLoader)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        mapping.setdefault("dataloader_pin_memory", False)
+    return main_process()
 
 
 def _slug(text: str) -> str:
@@ -103,14 +78,13 @@ def default_output_dir(mapping: dict[str, Any]) -> str:
     return str(Path("ko-output") / f"{model}-{dataset}-{mapping.get('collision', 'soft')}")
 
 
-def build_config(config_file: Optional[Path], flags: dict[str, Any]) -> dict[str, Any]:
-    """CLI defaults < the ``--config`` file < flags given on the command line (``None`` = not given)."""
-    from ko_hf.finetune import load_config_file
+def build_config(config_file: Optional[Path], flags: dict[str, Any], set_pairs: list[str] | None = None
+                 ) -> dict[str, Any]:
+    """Run defaults < the ``--config`` file < flags and ``--set`` pairs given on the command line (``None`` = not
+    given); checked (:func:`ko_hf.preflight.check_run_settings`) without importing torch or transformers."""
+    from ko_hf.preflight import RUN_DEFAULTS, check_run_settings, merge_settings
 
-    mapping = dict(CLI_DEFAULTS)
-    if config_file is not None:
-        mapping.update(load_config_file(config_file))
-    mapping.update({k: v for k, v in flags.items() if v is not None})
+    mapping = merge_settings(config_file, flags, set_pairs or [], defaults=RUN_DEFAULTS)
     if "model_name_or_path" not in mapping:
         raise ValueError("missing MODEL: give it as the first argument (a local folder or a Hub id) or as "
                          "model_name_or_path in --config")
@@ -119,8 +93,18 @@ def build_config(config_file: Optional[Path], flags: dict[str, Any]) -> dict[str
                          "or dataset in --config")
     if not mapping.get("output_dir"):
         mapping["output_dir"] = default_output_dir(mapping)
-    _cpu_defaults(mapping)
+    check_run_settings(mapping)
     return mapping
+
+
+def claim_output_dir(mapping: dict[str, Any]) -> None:
+    """Lock the run's output folder now (a second run into it stops at once), refusing one that holds another
+    run's results unless the run resumes or overwrites them."""
+    from ko_hf.preflight import resume_request, truthy
+    from ko_hf.run_folder import claim_run_folder
+
+    claim_run_folder(mapping["output_dir"], resuming=resume_request(mapping.get("resume_from_checkpoint")) is not None,
+                     main_process=is_main_process(), overwrite=truthy(mapping.get("overwrite_output_dir", False)))
 
 
 def _fmt_pct(value: Any) -> str:
@@ -173,96 +157,115 @@ def _reproduce_command() -> str | None:
 # --------------------------------------------------------------------------------------------------- train
 
 
-@app.command("train", no_args_is_help=True)
+SET_HELP = ("Any other setting (repeatable): a --config key and its YAML value. Checkpoint every 200 steps: "
+            "--set save_steps=200; no checkpoints: --set save_strategy=no; bf16 on a CPU: --set use_cpu=true.")
+
+
+@app.command("train", no_args_is_help=True, cls=Command)
 def train(
     model: Annotated[Optional[str], typer.Argument(
         help="Pretrained encoder: a local model folder or a Hub id (e.g. bert-base-cased).", metavar="MODEL",
         show_default=False)] = None,
     dataset: Annotated[Optional[str], typer.Option(
-        "--dataset", "-d", rich_help_panel=MODEL_DATA, show_default=False,
+        "--dataset", "-d", rich_help_panel=MODEL_DATA, show_default=False, metavar="NAME|PATH",
         help="imdb, snips, demo; NAME=/local/path; a local file or folder (aclImdb tree, Snips JSON, "
              "seq.in/label, CSV/TSV/JSON/JSONL/Parquet); or a Hub id owner/name.")] = None,
     text_column: Annotated[Optional[str], typer.Option(
-        help="Text column (default: auto-detected).", rich_help_panel=MODEL_DATA, show_default=False)] = None,
+        help="Text column (default: auto-detected).", rich_help_panel=MODEL_DATA, show_default=False,
+        metavar="COLUMN")] = None,
     label_column: Annotated[Optional[str], typer.Option(
-        help="Label column (default: auto-detected).", rich_help_panel=MODEL_DATA, show_default=False)] = None,
+        help="Label column (default: auto-detected).", rich_help_panel=MODEL_DATA, show_default=False,
+        metavar="COLUMN")] = None,
     max_length: Annotated[Optional[int], typer.Option(
         help="Truncate inputs to this many tokens (default: 128).", rich_help_panel=MODEL_DATA,
-        show_default=False)] = None,
+        show_default=False, metavar="N")] = None,
     max_train_samples: Annotated[Optional[int], typer.Option(
         help="Train on a seeded, label-stratified subset of this size.", rich_help_panel=MODEL_DATA,
-        show_default=False)] = None,
+        show_default=False, metavar="N")] = None,
     max_eval_samples: Annotated[Optional[int], typer.Option(
         help="Cap validation and test at this many examples (stratified).", rich_help_panel=MODEL_DATA,
-        show_default=False)] = None,
+        show_default=False, metavar="N")] = None,
     collision: Annotated[Optional[str], typer.Option(
-        help="none (plain AdamW), soft or hard (default: soft).", rich_help_panel=KO, show_default=False)] = None,
+        help="none (plain AdamW), soft or hard (default: soft).", rich_help_panel=KO, show_default=False,
+        metavar="TYPE")] = None,
     coll_coef: Annotated[Optional[float], typer.Option(
-        help="Collision coefficient in [0, 1] (default: per collision type, see README).", rich_help_panel=KO,
-        show_default=False)] = None,
+        help="Collision coefficient in [0, 1] (default: 0.1 soft, 0.2 hard).", rich_help_panel=KO,
+        show_default=False, metavar="X")] = None,
     collision_targets: Annotated[Optional[list[str]], typer.Option(
         help="Weights that collide (repeatable): head (default), pooler, parameter/module names or regexes.",
-        rich_help_panel=KO, show_default=False)] = None,
+        rich_help_panel=KO, show_default=False, metavar="NAME")] = None,
     distance_scale: Annotated[Optional[float], typer.Option(
         help="λ of hard collision's acceptance exp(-λ‖w_i - w_j‖) (default: 0.05; the paper uses 1).",
-        rich_help_panel=KO, show_default=False)] = None,
+        rich_help_panel=KO, show_default=False, metavar="X")] = None,
     pairing: Annotated[Optional[str], typer.Option(
         help="Hard collision's pairs: dsmc (a random perfect matching each step, one collision per neuron, "
              "energy-conserving) or all (Eq. 8 as printed, every accepted pair at once; ko-hf 0.1) (default: dsmc).",
-        rich_help_panel=KO, show_default=False)] = None,
+        rich_help_panel=KO, show_default=False, metavar="NAME")] = None,
     include_self: Annotated[Optional[bool], typer.Option(
         "--include-self/--no-include-self", help="Soft collision: keep the diagonal of S (Alg. 2 read literally).",
-        rich_help_panel=KO, show_default=False)] = None,
+        rich_help_panel=KO, show_default=False, metavar=FLAG)] = None,
     lora: Annotated[Optional[bool], typer.Option(
         "--lora/--no-lora", help='Train LoRA adapters in the encoder, the head in full (needs pip install '
-        '"ko-hf[lora]").', rich_help_panel=LORA, show_default=False)] = None,
+        '"ko-hf[lora]").', rich_help_panel=LORA, show_default=False, metavar=FLAG)] = None,
     lora_r: Annotated[Optional[int], typer.Option(
-        help="LoRA rank (default: 8).", rich_help_panel=LORA, show_default=False)] = None,
+        help="LoRA rank (default: 8).", rich_help_panel=LORA, show_default=False, metavar="N")] = None,
     lora_alpha: Annotated[Optional[float], typer.Option(
-        help="LoRA alpha (default: 16).", rich_help_panel=LORA, show_default=False)] = None,
+        help="LoRA alpha (default: 16).", rich_help_panel=LORA, show_default=False, metavar="X")] = None,
     lora_dropout: Annotated[Optional[float], typer.Option(
-        help="LoRA dropout (default: 0.1).", rich_help_panel=LORA, show_default=False)] = None,
+        help="LoRA dropout (default: 0.1).", rich_help_panel=LORA, show_default=False, metavar="X")] = None,
     lora_target_modules: Annotated[Optional[list[str]], typer.Option(
         help="Modules that get adapters (repeatable; default: peft's for the model type).", rich_help_panel=LORA,
-        show_default=False)] = None,
+        show_default=False, metavar="NAME")] = None,
     epochs: Annotated[Optional[float], typer.Option(
-        help="Training epochs (default: 3).", rich_help_panel=TRAINING, show_default=False)] = None,
+        help="Training epochs (default: 3).", rich_help_panel=TRAINING, show_default=False, metavar="N")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(
+        help="Stop after this many optimizer steps (overrides --epochs).", rich_help_panel=TRAINING,
+        show_default=False, metavar="N")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(
         "--learning-rate", "--lr", help="Peak learning rate of AdamW (default: 5e-5).", rich_help_panel=TRAINING,
-        show_default=False)] = None,
+        show_default=False, metavar="X")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         help="Per-device batch size, training and evaluation (default: 8).", rich_help_panel=TRAINING,
-        show_default=False)] = None,
+        show_default=False, metavar="N")] = None,
     seed: Annotated[Optional[int], typer.Option(
         help="Seed of data order, head init, validation carve-out and collisions (default: 42).",
-        rich_help_panel=TRAINING, show_default=False)] = None,
+        rich_help_panel=TRAINING, show_default=False, metavar="N")] = None,
     bf16: Annotated[Optional[bool], typer.Option(
-        "--bf16/--no-bf16", help="bfloat16 mixed precision.", rich_help_panel=TRAINING, show_default=False)] = None,
+        "--bf16/--no-bf16", help="bfloat16 mixed precision (GPU).", rich_help_panel=TRAINING, show_default=False,
+        metavar=FLAG)] = None,
     fp16: Annotated[Optional[bool], typer.Option(
         "--fp16/--no-fp16", help="float16 mixed precision (CUDA).", rich_help_panel=TRAINING,
-        show_default=False)] = None,
+        show_default=False, metavar=FLAG)] = None,
     resume_from_checkpoint: Annotated[Optional[str], typer.Option(
-        help='A checkpoint folder, or "last" for the newest checkpoint-* in the output dir.',
-        rich_help_panel=TRAINING, show_default=False)] = None,
+        help='A checkpoint folder, or "last": the newest complete checkpoint-* in the output folder.',
+        rich_help_panel=TRAINING, show_default=False, metavar="PATH")] = None,
     config: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="YAML recipe: keys are FinetuneOptions and KOTrainingArguments (TrainingArguments) "
-                               "fields; flags given here override it.", rich_help_panel=TRAINING,
-        show_default=False)] = None,
+        "--config", "-c", help="YAML recipe: its keys are fields of FinetuneOptions and KOTrainingArguments (every "
+                               "TrainingArguments field too); flags given here override it.",
+        rich_help_panel=TRAINING, show_default=False, metavar="FILE")] = None,
+    set_values: Annotated[Optional[list[str]], typer.Option(
+        "--set", help=SET_HELP, rich_help_panel=TRAINING, show_default=False, metavar="KEY=VAL")] = None,
     output_dir: Annotated[Optional[str], typer.Option(
-        help="Where model, tokenizer, checkpoints, metrics and model card go "
-             "(default: ko-output/MODEL-DATASET-COLLISION).", rich_help_panel=OUTPUT, show_default=False)] = None,
+        "--output-dir", "-o", help="Where model, tokenizer, checkpoints, metrics and model card go (default: a "
+                                   "folder in ko-output/ named after model, dataset and collision).",
+        rich_help_panel=OUTPUT,
+        show_default=False, metavar="DIR")] = None,
+    overwrite_output_dir: Annotated[Optional[bool], typer.Option(
+        "--overwrite-output-dir", help="Train into an output folder that holds another run's results, deleting "
+                                       "them (checkpoints included).", rich_help_panel=OUTPUT, show_default=False,
+        metavar=FLAG)] = None,
     push_to_hub: Annotated[Optional[bool], typer.Option(
         "--push-to-hub/--no-push-to-hub", help="Upload model and card to the Hugging Face Hub at the end.",
-        rich_help_panel=OUTPUT, show_default=False)] = None,
+        rich_help_panel=OUTPUT, show_default=False, metavar=FLAG)] = None,
     hub_model_id: Annotated[Optional[str], typer.Option(
-        help="Hub repository owner/name (default: the output dir's name).", rich_help_panel=OUTPUT,
-        show_default=False)] = None,
+        help="Hub repository owner/name (default: the output folder's name).", rich_help_panel=OUTPUT,
+        show_default=False, metavar="ID")] = None,
     report_to: Annotated[Optional[str], typer.Option(
         help="Experiment trackers: none, all, tensorboard, wandb, ... (default: none).", rich_help_panel=OUTPUT,
-        show_default=False)] = None,
+        show_default=False, metavar="NAME")] = None,
     plots: Annotated[Optional[bool], typer.Option(
         "--plots/--no-plots", help="Draw the model card's condensation pictures (default: plots).",
-        rich_help_panel=OUTPUT, show_default=False)] = None,
+        rich_help_panel=OUTPUT, show_default=False, metavar=FLAG)] = None,
 ) -> None:
     """Fine-tune MODEL on a dataset with KO collisions on its head, then evaluate, save and write a model card.
 
@@ -276,16 +279,21 @@ def train(
         "collision_include_self": include_self,
         "lora": lora, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
         "lora_target_modules": lora_target_modules or None,
-        "num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
-        "per_device_eval_batch_size": batch_size, "seed": seed, "bf16": bf16, "fp16": fp16,
-        "resume_from_checkpoint": resume_from_checkpoint, "output_dir": output_dir, "push_to_hub": push_to_hub,
-        "hub_model_id": hub_model_id, "report_to": report_to, "plots": plots,
+        "num_train_epochs": epochs, "max_steps": max_steps, "learning_rate": learning_rate,
+        "per_device_train_batch_size": batch_size, "per_device_eval_batch_size": batch_size, "seed": seed,
+        "bf16": bf16, "fp16": fp16, "resume_from_checkpoint": resume_from_checkpoint, "output_dir": output_dir,
+        "overwrite_output_dir": overwrite_output_dir, "push_to_hub": push_to_hub, "hub_model_id": hub_model_id,
+        "report_to": report_to, "plots": plots,
     }
-    _quiet_libraries()
+    try:  # before torch and transformers are imported: a mistake here is reported at once
+        mapping = build_config(config, flags, set_values)
+        claim_output_dir(mapping)
+    except ValueError as err:
+        raise fail(err) from None
+    quiet_libraries()
     from ko_hf.finetune import parse_config, prepare_finetune, run_prepared
 
     try:
-        mapping = build_config(config, flags)
         options, args = parse_config(mapping)
         prepared = prepare_finetune(options, args, reproduce_command=_reproduce_command())
     except ValueError as err:  # FinetuneError, DatasetError, KOTrainingArguments validation
@@ -316,51 +324,50 @@ def _parse_demo_settings(text: str) -> list[str]:
     return list(dict.fromkeys(settings))
 
 
-@app.command("demo")
+@app.command("demo", cls=Command)
 def demo(
-    output_dir: Annotated[Path, typer.Option(help="One sub-folder per setting: minilm-demo-SETTING.")] = Path(
-        "ko-demo-output"),
-    epochs: Annotated[float, typer.Option(help="Training epochs per setting.")] = DEMO_DEFAULTS["epochs"],
-    seed: Annotated[int, typer.Option(help="Seed (the same for every setting).")] = 42,
-    settings: Annotated[str, typer.Option(help="Comma-separated: none (AdamW), soft, hard.")] = ",".join(
+    output_dir: Annotated[Path, typer.Option(help="One sub-folder per setting: minilm-demo-SETTING.",
+                                             metavar="DIR")] = Path("ko-demo-output"),
+    epochs: Annotated[float, typer.Option(help="Training epochs per setting.", metavar="N")] = DEMO_DEFAULTS["epochs"],
+    seed: Annotated[int, typer.Option(help="Seed (the same for every setting).", metavar="N")] = 42,
+    settings: Annotated[str, typer.Option(help="Comma-separated: none (AdamW), soft, hard.", metavar="LIST")] = ",".join(
         DEMO_SETTINGS),
-    learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr")] = DEMO_DEFAULTS["learning_rate"],
-    batch_size: Annotated[int, typer.Option()] = DEMO_DEFAULTS["batch_size"],
-    max_length: Annotated[int, typer.Option()] = DEMO_DEFAULTS["max_length"],
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the model cards' pictures.")] = True,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr", metavar="X")] = DEMO_DEFAULTS[
+        "learning_rate"],
+    batch_size: Annotated[int, typer.Option(metavar="N")] = DEMO_DEFAULTS["batch_size"],
+    max_length: Annotated[int, typer.Option(metavar="N")] = DEMO_DEFAULTS["max_length"],
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the model cards' pictures.",
+                                        metavar=FLAG)] = True,
 ) -> None:
     """Offline demo: fine-tune all-MiniLM-L6-v2 on the packaged 5-intent set with AdamW, soft and hard collision.
 
-    Needs no network; a few minutes on a laptop CPU. Prints test accuracy, macro-F1, the head's condensation
-    (weight correlation, neuron similarity) and wall time per setting. KO settings are KOTrainingArguments' defaults.
+    Needs no network; a few minutes on a laptop CPU. Prints test accuracy, macro-F1, the head's condensation (weight
+    correlation, neuron similarity) and wall time per setting. KO settings are KOTrainingArguments' defaults.
     """
     chosen = _parse_demo_settings(settings)
     model_path = _demo_model_path()
-    _quiet_libraries("error")  # e.g. "classifier.weight newly initialized": expected, the head is new
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
+    quiet_libraries("error")  # e.g. "classifier.weight newly initialized": expected, the head is new
     from ko_hf.finetune import parse_config, prepare_finetune, run_prepared
 
     rows = []
-    for setting in chosen:
+    for index, setting in enumerate(chosen, 1):
         mapping = {
             "model_name_or_path": model_path, "dataset": "demo", "output_dir": str(output_dir / f"minilm-demo-{setting}"),
             "collision": setting, "num_train_epochs": epochs, "learning_rate": learning_rate,
             "per_device_train_batch_size": batch_size, "per_device_eval_batch_size": 64, "max_length": max_length,
             "seed": seed, "save_strategy": "no", "report_to": "none", "logging_steps": 0.05, "plots": plots,
-            "disable_tqdm": True,
+            "disable_tqdm": True, "overwrite_output_dir": True,  # the demo's own folders: a rerun replaces them
         }
-        _cpu_defaults(mapping)
+        label = f"training {'AdamW' if setting == 'none' else setting} ({index}/{len(chosen)})"
         if is_main_process():
-            typer.echo(f"[{setting}] fine-tuning all-MiniLM-L6-v2 on the demo set ({epochs:g} epochs) ...", err=True)
+            say(f"{label}: all-MiniLM-L6-v2 on the demo set, {epochs:g} epochs")
         start = time.perf_counter()
         try:
             options, args = parse_config(mapping)
-            prepared = prepare_finetune(options, args, reproduce_command=_reproduce_command())
+            prepared = prepare_finetune(options, args, reproduce_command=_reproduce_command(),
+                                        progress=say if is_main_process() else None, progress_label=label)
         except ValueError as err:
             raise fail(err) from None
-        for callback in (PrinterCallback, ProgressCallback):  # one line per setting instead of every log
-            prepared.trainer.remove_callback(callback)
         result = run_prepared(prepared)
         rows.append((setting, args.coll_coef, result, time.perf_counter() - start))
 
@@ -398,8 +405,8 @@ except ModuleNotFoundError as _err:  # a layout without `compare`
     if _err.name != f"{__package__}.compare_command":
         raise
 else:
-    app.command("compare", short_help="Compare collision settings over several seeds: mean ± std, paired "
-                           "differences to AdamW with confidence intervals.")(_compare)
+    app.command("compare", cls=Command, short_help="Compare collision settings over several seeds: mean ± std, "
+                "paired differences to AdamW with confidence intervals.")(_compare)
 
 
 def command_names() -> set[str]:
@@ -409,10 +416,28 @@ def command_names() -> set[str]:
     return names
 
 
+class CommandTypo(ValueError):
+    """The first word looks like a mistyped subcommand rather than a model."""
+
+
 def dispatch(argv: list[str]) -> list[str]:
-    """``MODEL --dataset ...`` -> ``train MODEL --dataset ...``; subcommands and top-level help pass through."""
+    """``MODEL --dataset ...`` -> ``train MODEL --dataset ...``; subcommands and top-level help pass through.
+
+    A first word close to a subcommand's name (``trian``) that is neither an existing path nor a model in the local
+    Hugging Face cache raises :class:`CommandTypo`: "did you mean train?". A model of such a name is still
+    reachable as ``ko-finetune train NAME ...``.
+    """
     if not argv or argv[0] in command_names() or argv[0] in ("-h", "--help"):
         return list(argv)
+    word = argv[0]
+    if not word.startswith("-") and "/" not in word:
+        close = difflib.get_close_matches(word.lower(), sorted(command_names()), n=1, cutoff=0.75)
+        if close:
+            from ko_hf.preflight import is_known_model_name
+
+            if not is_known_model_name(word):
+                raise CommandTypo(f"{word!r} is not a command; did you mean {close[0]}? (to fine-tune a model "
+                                  f"named {word!r}, write: ko-finetune train {word} ...)")
     return ["train", *argv]
 
 
@@ -420,7 +445,12 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (``ko-finetune``)."""
     global _ARGV
     _ARGV = list(sys.argv[1:] if argv is None else argv)
-    app(args=dispatch(_ARGV), prog_name="ko-finetune")
+    try:
+        args = dispatch(_ARGV)
+    except CommandTypo as err:
+        fail(err)
+        sys.exit(2)
+    app(args=args, prog_name="ko-finetune")
 
 
 if __name__ == "__main__":

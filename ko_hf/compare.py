@@ -767,6 +767,7 @@ def run_comparison(
     confidence: float = 0.95,
     plot: bool = True,
     progress: Callable[[str], None] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Comparison:
     """Train every (setting, seed) not finished yet, then write ``comparison.md`` / ``.json`` (and the figure).
 
@@ -776,15 +777,41 @@ def run_comparison(
     :func:`ko_hf.finetune.finetune`); ``parse(mapping)`` turns a config into ``(options, args)`` (default
     :func:`ko_hf.finetune.parse_config`). Every run's config is parsed before the first one trains, so a bad key
     or value fails at once. A run whose ``ko_result.json`` exists is skipped (its recorded config must match);
-    an unfinished run resumes from its last checkpoint.
+    an unfinished run resumes from its newest complete checkpoint (none complete: it starts again).
+
+    ``defaults`` (default: :data:`ko_hf.preflight.RUN_DEFAULTS`, those of ``ko-finetune train``) fill in the keys
+    a run's config does not set; they do not change results, so they are not part of its recorded config. With the
+    default runner, ``progress`` also gets a few progress lines per run (step, ETA). The output folder is locked
+    for the comparison (:func:`ko_hf.run_folder.lock_run_folder`).
     """
+    from .preflight import RUN_DEFAULTS, is_main_process
+    from .run_folder import lock_run_folder
+
+    default_runner = runner is None
     if runner is None or parse is None:
         from .finetune import finetune, parse_config
 
         runner = runner or finetune
         parse = parse or parse_config
+    defaults = dict(RUN_DEFAULTS if defaults is None else defaults)
     say = progress or (lambda message: logger.info("%s", message))
     root = Path(output_dir)
+    lock = lock_run_folder(root) if is_main_process() else None
+    try:
+        return _run_all(base_config, root, settings, seeds, runner=runner, parse=parse, confidence=confidence,
+                        plot=plot, say=say, defaults=defaults, progress=progress if default_runner else None)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_all(base_config: Mapping[str, Any], root: Path, settings: Sequence[str | CollisionSetting],
+             seeds: Sequence[int], *, runner: Callable[..., Any], parse: Callable[[dict], tuple[Any, Any]],
+             confidence: float, plot: bool, say: Callable[[str], None], defaults: Mapping[str, Any],
+             progress: Callable[[str], None] | None) -> Comparison:
+    from .preflight import is_main_process
+    from .run_folder import run_results
+
     chosen = [s if isinstance(s, CollisionSetting) else parse_setting(s) for s in settings]
     folders = [s.dirname for s in chosen]
     if len(set(folders)) != len(folders):
@@ -797,7 +824,7 @@ def run_comparison(
             run_dir = _run_dir(root, setting, seed)
             config = run_config(base_config, setting, seed, run_dir)
             try:
-                _, parsed = parse(dict(config))
+                _, parsed = parse({**defaults, **config})
             except Exception as err:
                 raise ComparisonError(f"setting {setting.name!r}, seed {seed}: {err}") from err
             plan.append((setting, seed, run_dir, config, parsed))
@@ -821,27 +848,28 @@ def run_comparison(
                                       "--output-dir or delete that run to redo it")
             say(f"{label}: finished earlier, skipped")
             continue
-        checkpoint = _last_checkpoint(run_dir)
+        checkpoint, why_not = _resume_point(run_dir, {**defaults, **config})
+        run = dict(config)
         if checkpoint is not None:
-            config = {**config, "resume_from_checkpoint": checkpoint}
+            run["resume_from_checkpoint"] = checkpoint
             say(f"{label}: resuming from {checkpoint}")
         else:
-            say(f"{label}: training into {run_dir}")
-        options, args = parse(dict(config))
-        result = runner(options, args)
-        if getattr(result, "is_world_process_zero", True) and _is_main_process():
+            if run_results(run_dir):  # a run killed before its record: this comparison owns the folder
+                run["overwrite_output_dir"] = True
+            say(f"{label}: training into {run_dir}" + (f" from the start ({why_not})" if why_not else ""))
+        options, args = parse({**defaults, **run})
+        if progress is not None:  # the default runner, finetune: a few progress lines per run
+            result = runner(options, args, progress=progress, progress_label=label)
+        else:
+            result = runner(options, args)
+        if getattr(result, "is_world_process_zero", True) and is_main_process():
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_json(result_path, _result_record(result, setting, seed, {k: v for k, v in config.items()
                                                                             if k != "resume_from_checkpoint"}, args))
 
-    if not _is_main_process():  # other ranks of a distributed launch trained along; rank 0 writes the files
+    if not is_main_process():  # other ranks of a distributed launch trained along; rank 0 writes the files
         return summarize([], [s.name for s in chosen], confidence=confidence)
     return finish_comparison(base_config, root, chosen, seeds, confidence=confidence, plot=plot)
-
-
-def _is_main_process() -> bool:
-    """Rank 0 of an ``accelerate launch`` / ``torchrun`` job (or a plain process)."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def finish_comparison(base_config: Mapping[str, Any], output_dir: str | os.PathLike,
@@ -867,12 +895,21 @@ def finish_comparison(base_config: Mapping[str, Any], output_dir: str | os.PathL
     return comparison
 
 
-def _last_checkpoint(run_dir: Path) -> str | None:
-    if not run_dir.is_dir():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
+def _resume_point(run_dir: Path, config: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(the newest complete checkpoint of an unfinished run, None) or (None, why none can be used)."""
+    from .run_folder import CHECKPOINT_DIR
 
-    return get_last_checkpoint(str(run_dir))
+    if not run_dir.is_dir() or not any(CHECKPOINT_DIR.match(p.name) for p in run_dir.iterdir()):
+        return None, None
+    from .checkpoints import CheckpointError, find_resume_checkpoint
+    from .preflight import truthy
+
+    try:
+        allow = truthy(config.get("resume_incomplete_checkpoint", False))
+        return find_resume_checkpoint(run_dir, allow_incomplete=allow).path, None
+    except CheckpointError as err:
+        logger.warning("%s", err)
+        return None, "no complete checkpoint"
 
 
 def _plot(records: Sequence[Mapping[str, Any]], settings: Sequence[CollisionSetting], seeds: Sequence[int],

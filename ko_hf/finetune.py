@@ -12,14 +12,17 @@ Library code: nothing is printed; progress goes through ``transformers.utils.log
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import statistics
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 from transformers import (
     AutoConfig,
@@ -30,11 +33,15 @@ from transformers import (
     TrainerCallback,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_callback import ExportableState, PrinterCallback, ProgressCallback
 from transformers.utils import logging
 
+from .checkpoints import find_resume_checkpoint, verify_checkpoint
 from .data import TextClassificationData, load_text_classification
+from .hub import hub_offline_flag, hub_unreachable, is_cached
 from .metrics import compute_metrics
+from .preflight import FinetuneError, check_run_settings, is_main_process, load_config_file, resume_request, truthy
+from .run_folder import RunFolderLock, claim_run_folder, clear_run_results
 from .trainer import CONDENSATION_METRICS, KOTrainer, KOTrainingArguments, layer_condensation, logged_metric
 
 logger = logging.get_logger(__name__)
@@ -44,6 +51,7 @@ __all__ = [
     "FinetuneOptions",
     "FinetuneResult",
     "PreparedFinetune",
+    "StepProgressCallback",
     "StepTimerCallback",
     "config_keys",
     "finetune",
@@ -55,10 +63,6 @@ __all__ = [
 
 #: ``tokenizer.model_max_length`` above this is transformers' "no limit known" sentinel (``int(1e30)``).
 _NO_TOKENIZER_LIMIT = 1_000_000
-
-
-class FinetuneError(ValueError):
-    """A mistake in the user's input (model, options, config file), caught before training starts."""
 
 
 @dataclass
@@ -102,6 +106,11 @@ class FinetuneOptions:
         default=None, metadata={"help": "Modules that get adapters (default: peft's for the model type, e.g. "
                                         "query, value for BERT)."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output folder that holds another run's results, deleting those results "
+                          "(checkpoints included). Without it such a folder is refused unless the run resumes."},
+    )
 
 
 @dataclass
@@ -127,12 +136,31 @@ class FinetuneResult:
     is_world_process_zero: bool = True
 
 
-class StepTimerCallback(TrainerCallback):
-    """Wall time of every optimizer step, from ``on_step_begin`` to ``on_step_end`` (seconds)."""
+class StepTimerCallback(TrainerCallback, ExportableState):
+    """Wall time of every optimizer step, from ``on_step_begin`` to ``on_step_end`` (seconds).
+
+    The durations are saved with every checkpoint (``trainer_state.json``) and come back on resume, so the median
+    covers the whole run, also when the resumed part has no step left to time.
+    """
 
     def __init__(self) -> None:
         self.durations: list[float] = []
         self._start: float | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"durations": [round(d, 6) for d in self.durations]}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        callbacks = state.stateful_callbacks
+        saved = callbacks.get(type(self).__name__)
+        if isinstance(saved, list):
+            saved = saved[0] if saved else None
+        durations = ((saved or {}).get("attributes") or {}).get("durations")
+        if durations and not self.durations:  # resumed: the steps timed before the checkpoint
+            self.durations = [float(d) for d in durations]
+        # a checkpoint written before this callback saved its state has no entry, and Trainer's checkpoint code
+        # looks the entry up by name
+        callbacks.setdefault(type(self).__name__, self.state())
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._start = time.perf_counter()
@@ -147,30 +175,60 @@ class StepTimerCallback(TrainerCallback):
         return statistics.median(self.durations) if self.durations else None
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class StepProgressCallback(TrainerCallback):
+    """A few progress lines per run instead of a progress bar: ``label: step 40/132 (30%), 0.8 s/step, ETA 1 min
+    14 s`` at every ``every`` share of the steps (and at least once a ``max_quiet`` seconds), then one line at the
+    end. Lines go to ``say`` (the CLI prints them); main process only."""
+
+    def __init__(self, say: Callable[[str], None], label: str, every: float = 0.1, max_quiet: float = 60.0) -> None:
+        self.say, self.label, self.every, self.max_quiet = say, label, every, max_quiet
+        self._start = self._last_said = 0.0
+        self._first_step = self._next_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = self._last_said = time.perf_counter()
+        self._first_step = state.global_step
+        self._next_step = state.global_step + max(1, math.ceil(self.every * state.max_steps))
+        if state.is_world_process_zero:
+            resumed = f", resuming at step {state.global_step}" if state.global_step else ""
+            self.say(f"{self.label}: training, {state.max_steps} steps{resumed}")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        if state.global_step < self._next_step and now - self._last_said < self.max_quiet:
+            return
+        self._next_step = state.global_step + max(1, math.ceil(self.every * state.max_steps))
+        self._last_said = now
+        done = state.global_step - self._first_step
+        per_step = (now - self._start) / max(done, 1)
+        if state.is_world_process_zero and state.global_step < state.max_steps:
+            self.say(f"{self.label}: step {state.global_step}/{state.max_steps} "
+                     f"({100 * state.global_step / max(state.max_steps, 1):.0f}%), {per_step:.2f} s/step, "
+                     f"ETA {_duration(per_step * (state.max_steps - state.global_step))}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.say(f"{self.label}: trained {state.global_step - self._first_step} steps in "
+                     f"{_duration(time.perf_counter() - self._start)}")
+
+
 # --------------------------------------------------------------------------------------------------- config
 
 
 def config_keys() -> dict[str, type]:
     """Every key a config mapping may hold -> the dataclass it belongs to."""
     return {f.name: cls for cls in (FinetuneOptions, KOTrainingArguments) for f in fields(cls) if f.init}
-
-
-def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML (or JSON) recipe into a flat mapping of :class:`FinetuneOptions` / ``KOTrainingArguments`` keys."""
-    import yaml
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FinetuneError(f"config file does not exist: {path}")
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise FinetuneError(f"cannot parse config file {path}: {' '.join(str(err).split())}") from err
-    if content is None:
-        return {}
-    if not isinstance(content, dict):
-        raise FinetuneError(f"config file {path} must hold a mapping of settings, got a {type(content).__name__}")
-    return {str(k): v for k, v in content.items()}
 
 
 def _scalar_type(annotation: Any) -> type | None:
@@ -217,6 +275,7 @@ def parse_config(mapping: dict[str, Any]) -> tuple[FinetuneOptions, KOTrainingAr
     Unknown keys raise :class:`FinetuneError` naming them (with close matches); invalid values raise the
     dataclasses' own ``ValueError`` (e.g. a bad ``collision`` name or ``coll_coef``).
     """
+    check_run_settings(mapping)
     known = config_keys()
     unknown = [k for k in mapping if k not in known]
     if unknown:
@@ -230,6 +289,7 @@ def parse_config(mapping: dict[str, Any]) -> tuple[FinetuneOptions, KOTrainingAr
                if f.init and f.default is MISSING and f.default_factory is MISSING and f.name not in mapping]
     if missing:
         raise FinetuneError(f"missing required setting(s): {missing}")
+    mapping = _machine_settings(mapping)
     values = {**_coerce(FinetuneOptions, {k: v for k, v in mapping.items() if known[k] is FinetuneOptions}),
               **_coerce(KOTrainingArguments, {k: v for k, v in mapping.items() if known[k] is KOTrainingArguments})}
     parser = HfArgumentParser((FinetuneOptions, KOTrainingArguments))
@@ -240,12 +300,30 @@ def parse_config(mapping: dict[str, Any]) -> tuple[FinetuneOptions, KOTrainingAr
     return options, args
 
 
+def _machine_settings(mapping: dict[str, Any]) -> dict[str, Any]:
+    """What this machine needs of a config: settings it cannot run, or would run wrongly, and the defaults that
+    follow from its hardware. Not part of a run's recorded config (a comparison moves between machines)."""
+    if torch.accelerator.is_available():
+        return mapping
+    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    use_cpu = truthy(mapping["use_cpu"]) if "use_cpu" in mapping else None
+    if world_size > 1 and use_cpu is False:
+        raise FinetuneError(f"use_cpu: false under a {world_size}-process launch on a machine without GPU would "
+                            f"train {world_size} independent copies into one folder; drop use_cpu: false")
+    wants_bf16 = truthy(mapping.get("bf16", False))
+    if wants_bf16 and not (use_cpu or world_size > 1):
+        raise FinetuneError("bf16 (bfloat16 mixed precision) needs a GPU, and this machine has none: pass --no-bf16 "
+                            "(bf16: false in a YAML), or --set use_cpu=true for bfloat16 autocast on the CPU (slow "
+                            "on CPUs without bf16 instructions)")
+    defaults: dict[str, Any] = {"dataloader_pin_memory": False}  # no pinned memory without an accelerator
+    if world_size > 1:
+        # Without use_cpu, transformers sets up no process group on a CPU-only machine: every process would train
+        # its own copy on all the data. use_cpu gives DDP over gloo.
+        defaults["use_cpu"] = True
+    return {**defaults, **mapping}
+
+
 # --------------------------------------------------------------------------------------------------- checks
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _first_line(err: BaseException) -> str:
@@ -258,7 +336,8 @@ def _looks_like_local_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1
 
 
-def _load_model_config(name: str):
+def _load_model_config(name: str) -> tuple[Any, bool]:
+    """The model's config, and whether the rest must come from the local cache only (the Hub is unreachable)."""
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -267,21 +346,47 @@ def _load_model_config(name: str):
             raise FinetuneError(f"model folder {name} has no config.json (not a saved transformers model)")
     elif _looks_like_local_path(name):
         raise FinetuneError(f"model path does not exist: {name}")
+    local_only = False
+    if not path.exists():
+        local_only = _hub_access(name)
     try:
-        return AutoConfig.from_pretrained(name)
+        return AutoConfig.from_pretrained(name, local_files_only=local_only), local_only
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
         if path.exists():
             raise FinetuneError(f"cannot read the model config in {name}: {_first_line(err)}") from err
-        if _offline() or "offline" in str(err).lower():
-            raise FinetuneError(
-                f"model {name!r} is not a local folder and not in the local Hugging Face cache, and the Hub is "
-                "offline (HF_HUB_OFFLINE=1): download it once with HF_HUB_OFFLINE unset, or pass a local model "
-                "folder instead of the Hub id (ko-finetune /path/to/folder ..., or model_name_or_path: in a config)"
-            ) from err
         raise FinetuneError(
-            f"cannot load model {name!r} from the Hugging Face Hub ({_first_line(err)}); check the id and your "
-            "connection, or pass a local model folder"
+            f"cannot load model {name!r} from the Hugging Face Hub ({_first_line(err)}); check the id, or pass a "
+            "local model folder"
         ) from err
+
+
+def _hub_access(name: str) -> bool:
+    """Checks that the Hub id ``name`` can be loaded; True when only from the local cache (the Hub is unreachable)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as err:
+        raise FinetuneError(f"model {name!r} is neither a local folder nor a valid Hub id ({err})") from None
+    cached = is_cached(name)
+    flag = hub_offline_flag()
+    if flag is not None:
+        if not cached:
+            raise FinetuneError(
+                f"model {name!r} is not a local folder and not in the local Hugging Face cache, and {flag} is set "
+                "(offline mode), so the Hub is not asked: unset it to download the model once, or pass a local model folder instead "
+                "of the Hub id (ko-finetune /path/to/folder ..., or model_name_or_path: in a config)")
+        return False  # transformers reads the cache itself
+    problem = hub_unreachable()
+    if problem is None:
+        return False
+    if not cached:
+        raise FinetuneError(
+            f"cannot reach the Hugging Face Hub to download model {name!r} ({problem}), and it is not in the local "
+            "cache; no offline flag (HF_HUB_OFFLINE) is set. Check the network or proxy (HTTPS_PROXY), or pass a "
+            "local model folder instead of the Hub id")
+    logger.warning("the Hugging Face Hub is unreachable (%s): using the cached copy of %s", problem, name)
+    return True
 
 
 def _check_sequence_classification(name: str, config) -> None:
@@ -293,11 +398,12 @@ def _check_sequence_classification(name: str, config) -> None:
         )
 
 
-def _load_tokenizer(name: str):
+def _load_tokenizer(name: str, local_only: bool = False):
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
     except Exception as err:  # noqa: BLE001
-        hint = " (the Hub is offline: pass a local tokenizer folder)" if _offline() and not Path(name).exists() else ""
+        flag = hub_offline_flag()
+        hint = f" ({flag} is set: pass a local tokenizer folder)" if flag and not Path(name).exists() else ""
         raise FinetuneError(f"cannot load a tokenizer from {name!r}{hint}: {_first_line(err)}") from err
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -322,20 +428,24 @@ def _check_max_length(max_length: int, config, tokenizer) -> None:
                             f"set max_length (--max-length) to {min(limits.values())} or less")
 
 
-def _resolve_resume(args: KOTrainingArguments) -> str | bool | None:
-    resume = args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.strip().lower() in ("", "false", "no", "none"):
+def _resolve_resume(args: KOTrainingArguments) -> str | None:
+    """The checkpoint a run resumes from, its files checked (the collision settings are checked by the trainer)."""
+    request = resume_request(args.resume_from_checkpoint)
+    if request is None:
         return None
-    if resume is True or (isinstance(resume, str) and resume.strip().lower() in ("true", "yes", "last")):
-        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-        if last is None:
-            raise FinetuneError(f"resume_from_checkpoint: no checkpoint-* folder in {args.output_dir} to resume from")
-        return last
-    if resume:
-        if not os.path.isdir(resume):
-            raise FinetuneError(f"resume_from_checkpoint: checkpoint folder does not exist: {resume}")
-        return str(resume)
-    return None
+    if request is True:
+        return find_resume_checkpoint(args.output_dir, allow_incomplete=args.resume_incomplete_checkpoint).path
+    return verify_checkpoint(request, allow_incomplete=args.resume_incomplete_checkpoint).path
+
+
+def _check_finite_weights(model: torch.nn.Module, name: str) -> None:
+    """A corrupted weight file trains silently to NaN: refuse a model whose loaded weights are not finite."""
+    bad = [key for key, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise FinetuneError(f"model {name!r} has non-finite weights (NaN or inf) in {bad[0]}{more}: the weight file "
+                            "is corrupt; download or save the model again")
 
 
 # --------------------------------------------------------------------------------------------------- run
@@ -353,33 +463,54 @@ class PreparedFinetune:
     test_dataset: Any
     resume_from_checkpoint: str | None
     reproduce_command: str | None = None
+    #: This process's lock of the output folder (None on other ranks); released when the run ends.
+    lock: RunFolderLock | None = None
 
 
 def prepare_finetune(options: FinetuneOptions, args: KOTrainingArguments, *, callbacks: list | None = None,
-                     reproduce_command: str | None = None) -> PreparedFinetune:
+                     reproduce_command: str | None = None, progress: Callable[[str], None] | None = None,
+                     progress_label: str | None = None) -> PreparedFinetune:
     """Check the inputs, load dataset, tokenizer and model, build the :class:`KOTrainer`; no training.
 
+    Locks the output folder (refusing one that holds another run's results unless resuming or
+    ``options.overwrite_output_dir``). ``progress``: where to send a few progress lines instead of Trainer's
+    progress bar and log dicts (:class:`StepProgressCallback`, labelled ``progress_label``).
     Raises :class:`FinetuneError` / :class:`~ko_hf.data.DatasetError` (both ``ValueError``) on bad input.
     """
     if not isinstance(args, KOTrainingArguments):
         raise FinetuneError(f"finetune needs KOTrainingArguments, got {type(args).__name__}")
-    if args.push_to_hub and _offline():
-        raise FinetuneError("push_to_hub needs the Hugging Face Hub, but it is offline (HF_HUB_OFFLINE=1)")
+    flag = hub_offline_flag()
+    if args.push_to_hub and flag is not None:
+        raise FinetuneError(f"push_to_hub needs the Hugging Face Hub, but {flag} is set; unset it or drop push_to_hub")
+    lock = claim_run_folder(args.output_dir, resuming=resume_request(args.resume_from_checkpoint) is not None,
+                            overwrite=options.overwrite_output_dir, main_process=is_main_process())
+    try:
+        return _prepare(options, args, callbacks, reproduce_command, progress, progress_label, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: list | None,
+             reproduce_command: str | None, progress: Callable[[str], None] | None, progress_label: str | None,
+             lock: RunFolderLock | None) -> PreparedFinetune:
     # transformers 5 multiplies the loss by the world size under DDP when the model's forward takes **kwargs
     # (to undo a token-count average across ranks), but a sequence-classification loss is a plain per-rank mean:
     # we measured doubled gradients under torchrun with 2 processes. Per-rank means + DDP's gradient average are
     # already right.
     args.average_tokens_across_devices = False
+    resume = _resolve_resume(args)
 
     model_name = options.model_name_or_path
-    config = _load_model_config(model_name)
+    config, local_only = _load_model_config(model_name)
     _check_sequence_classification(model_name, config)
     if options.lora:
         from .lora import check_lora_settings
 
         check_lora_settings(options.lora_r, options.lora_alpha, options.lora_dropout, options.lora_target_modules,
                             config.model_type)
-    tokenizer = _load_tokenizer(options.tokenizer_name or model_name)
+    tokenizer = _load_tokenizer(options.tokenizer_name or model_name, local_only)
     _check_max_length(options.max_length, config, tokenizer)
     data = load_text_classification(
         options.dataset,
@@ -391,7 +522,6 @@ def prepare_finetune(options: FinetuneOptions, args: KOTrainingArguments, *, cal
         max_eval_samples=options.max_eval_samples,
         drop_unseen_eval_labels=options.drop_unseen_eval_labels,
     )
-    resume = _resolve_resume(args)
 
     transformers.set_seed(args.seed)  # the new head's initialisation is part of the run's seed
     try:
@@ -401,9 +531,11 @@ def prepare_finetune(options: FinetuneOptions, args: KOTrainingArguments, *, cal
             id2label=data.id2label,
             label2id=data.label2id,
             ignore_mismatched_sizes=True,  # a checkpoint that already has a head with another number of labels
+            local_files_only=local_only,
         )
     except Exception as err:  # noqa: BLE001
         raise FinetuneError(f"cannot load {model_name!r} for sequence classification: {_first_line(err)}") from err
+    _check_finite_weights(model, model_name)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if options.lora:
@@ -417,6 +549,9 @@ def prepare_finetune(options: FinetuneOptions, args: KOTrainingArguments, *, cal
 
     tokenized = data.dataset.map(tokenize, batched=True, remove_columns=["text"], desc="Tokenizing")
     timer = StepTimerCallback()
+    extra = [timer, *_card_callbacks(options, callbacks)]
+    if progress is not None:
+        extra.append(StepProgressCallback(progress, progress_label or Path(args.output_dir).name))
     trainer = KOTrainer(
         model=model,
         args=args,
@@ -425,11 +560,19 @@ def prepare_finetune(options: FinetuneOptions, args: KOTrainingArguments, *, cal
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
-        callbacks=[timer, *_card_callbacks(options, callbacks)],
+        callbacks=extra,
     )
+    if progress is not None:  # the progress lines replace the bar and the printed log dicts
+        for callback in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(callback)
+    if resume is not None:
+        trainer.resolve_resume_checkpoint(resume)  # the checkpoint's collision settings against the arguments
+    elif options.overwrite_output_dir and is_main_process():
+        clear_run_results(args.output_dir)  # only now that everything loaded: a mistake above deletes nothing
     logger.info("prepared %s on %s: %d labels, collision=%s on %s", model_name, data.summary(), data.num_labels,
                 args.collision, trainer.collision_targets)
-    return PreparedFinetune(options, args, data, trainer, timer, tokenized.get("test"), resume, reproduce_command)
+    return PreparedFinetune(options, args, data, trainer, timer, tokenized.get("test"), resume, reproduce_command,
+                            lock)
 
 
 def _card_callbacks(options: FinetuneOptions, callbacks: list | None) -> list:
@@ -471,12 +614,39 @@ def _card_kwargs(trainer: KOTrainer, prepared: PreparedFinetune) -> dict[str, An
 
 
 def run_prepared(prepared: PreparedFinetune) -> FinetuneResult:
-    """Train, evaluate (validation, then test), save model + tokenizer + metrics JSON + model card."""
+    """Train, evaluate (validation, then test), save model + tokenizer + metrics JSON + model card; then release
+    the output folder."""
+    try:
+        return _run(prepared)
+    finally:
+        if prepared.lock is not None:
+            prepared.lock.release()
+
+
+def run_train_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """The mean training loss over every logged step of a run: each logged ``loss`` is the mean over the steps
+    since the previous log, so it is weighted by that many steps. None when nothing was logged."""
+    total = steps = 0.0
+    previous = 0
+    for entry in log_history:
+        if "loss" in entry and isinstance(entry.get("step"), int) and entry["step"] > previous:
+            total += float(entry["loss"]) * (entry["step"] - previous)
+            steps += entry["step"] - previous
+            previous = entry["step"]
+    return total / steps if steps else None
+
+
+def _run(prepared: PreparedFinetune) -> FinetuneResult:
     trainer, args = prepared.trainer, prepared.args
     if prepared.resume_from_checkpoint:
         logger.info("resuming from %s", prepared.resume_from_checkpoint)
     train_output = trainer.train(resume_from_checkpoint=prepared.resume_from_checkpoint)
     train_metrics = dict(train_output.metrics)
+    if prepared.resume_from_checkpoint:
+        # Trainer's train_loss covers only the steps of this call (0.0 when the checkpoint was the last step)
+        whole_run = run_train_loss(trainer.state.log_history)
+        if whole_run is not None:
+            train_metrics["train_loss"] = whole_run
     eval_metrics = trainer.evaluate(metric_key_prefix="eval")
     test_metrics = (trainer.evaluate(prepared.test_dataset, metric_key_prefix="test")
                     if prepared.test_dataset is not None else None)
@@ -522,11 +692,14 @@ def run_prepared(prepared: PreparedFinetune) -> FinetuneResult:
 
 
 def finetune(options: FinetuneOptions, args: KOTrainingArguments, *, callbacks: list | None = None,
-             reproduce_command: str | None = None) -> FinetuneResult:
+             reproduce_command: str | None = None, progress: Callable[[str], None] | None = None,
+             progress_label: str | None = None) -> FinetuneResult:
     """Fine-tune ``options.model_name_or_path`` on ``options.dataset`` with KO collisions as ``args`` says.
 
     All inputs are checked (and :class:`FinetuneError` / ``DatasetError`` raised) before the first training step.
     ``args.resume_from_checkpoint``: a checkpoint folder, or ``True``/``"last"`` for the last ``checkpoint-*`` in
-    ``args.output_dir``. ``callbacks`` are added to the trainer's; ``reproduce_command`` goes into the model card.
+    ``args.output_dir``. ``callbacks`` are added to the trainer's; ``reproduce_command`` goes into the model card;
+    ``progress``/``progress_label``: see :func:`prepare_finetune`.
     """
-    return run_prepared(prepare_finetune(options, args, callbacks=callbacks, reproduce_command=reproduce_command))
+    return run_prepared(prepare_finetune(options, args, callbacks=callbacks, reproduce_command=reproduce_command,
+                                         progress=progress, progress_label=progress_label))

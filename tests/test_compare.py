@@ -183,9 +183,11 @@ class FakeRunner:
 
     def __init__(self):
         self.calls = []
+        self.args = []
 
-    def __call__(self, options, args):
+    def __call__(self, options, args, **finetune_keywords):
         self.calls.append((args.collision, args.seed, args.coll_coef, args.resume_from_checkpoint, args.output_dir))
+        self.args.append(args)
         accuracy = ACCURACY[args.collision] + 0.01 * args.seed * (args.collision == "hard")
         history = [{"loss": 1.0, "step": 1, "ko/weight_correlation": 0.5},
                    {"train_loss": 0.9, "step": 2, "ko/weight_correlation": 0.2 if args.collision == "none" else 0.1}]
@@ -239,16 +241,90 @@ def test_fake_comparison_tables_and_resume(tmp_path):
     assert json.loads((tmp_path / "comparison.json").read_text())["settings"][1]["accuracy"]["n"] == 3
 
 
+def write_checkpoint(folder: Path) -> Path:
+    """A checkpoint folder with every file a resume needs (tiny contents)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
+    torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
+    torch.save({}, folder / "scheduler.pt")
+    (folder / "trainer_state.json").write_text("{}")
+    return folder
+
+
 def test_unfinished_run_resumes_from_its_last_checkpoint(tmp_path):
     runner = FakeRunner()
     for step in (2, 4):
-        (tmp_path / "soft" / "seed-1" / f"checkpoint-{step}").mkdir(parents=True)
+        write_checkpoint(tmp_path / "soft" / "seed-1" / f"checkpoint-{step}")
     run_comparison(BASE, tmp_path, ["adamw", "soft"], [1], runner=runner, parse=parse_config, plot=False)
     resumes = {(c[0], c[1]): c[3] for c in runner.calls}
     assert resumes[("none", 1)] is None
     assert resumes[("soft", 1)] == str(tmp_path / "soft" / "seed-1" / "checkpoint-4")
     record = json.loads((tmp_path / "soft" / "seed-1" / RESULT_FILE).read_text())
     assert "resume_from_checkpoint" not in record["config"] and record["config"]["seed"] == 1
+
+
+def test_half_written_newest_checkpoint_is_skipped(tmp_path, caplog):
+    from transformers.utils import logging as hf_logging
+
+    runner = FakeRunner()
+    run_dir = tmp_path / "soft" / "seed-1"
+    write_checkpoint(run_dir / "checkpoint-2")
+    newest = write_checkpoint(run_dir / "checkpoint-4")  # killed while saving: weights cut, no trainer state
+    (newest / "model.safetensors").write_bytes((newest / "model.safetensors").read_bytes()[:20])
+    (newest / "trainer_state.json").unlink()
+    hf_logging.enable_propagation()
+    with caplog.at_level("WARNING"):
+        run_comparison(BASE, tmp_path, ["soft"], [1], runner=runner, parse=parse_config, plot=False)
+    hf_logging.disable_propagation()
+    assert runner.calls[0][3] == str(run_dir / "checkpoint-2")
+    assert f"skipping checkpoint {newest}" in caplog.text
+
+
+def test_run_without_a_complete_checkpoint_starts_again(tmp_path):
+    runner = FakeRunner()
+    run_dir = tmp_path / "soft" / "seed-1"
+    broken = write_checkpoint(run_dir / "checkpoint-2")
+    (broken / "optimizer.pt").write_bytes(b"PK")
+    messages = []
+    run_comparison(BASE, tmp_path, ["soft"], [1], runner=runner, parse=parse_config, plot=False,
+                   progress=messages.append)
+    assert runner.calls[0][3] is None and runner.args[0].resume_from_checkpoint is None
+    assert "from the start (no complete checkpoint)" in messages[0]
+
+
+def test_runs_use_the_defaults_of_train(tmp_path):
+    from ko_hf.preflight import RUN_DEFAULTS
+
+    runner = FakeRunner()
+    run_comparison(BASE, tmp_path, ["adamw"], [1], runner=runner, parse=parse_config, plot=False)
+    args = runner.args[0]
+    assert args.logging_steps == RUN_DEFAULTS["logging_steps"] == 0.02  # was 500: one point per curve
+    assert args.save_total_limit == RUN_DEFAULTS["save_total_limit"] == 2  # was: every checkpoint kept
+    assert args.report_to == [] and args.logging_nan_inf_filter is False
+    record = json.loads((tmp_path / "adamw" / "seed-1" / RESULT_FILE).read_text())
+    assert "logging_steps" not in record["config"]  # defaults are not part of what a run computes
+
+
+def test_comparison_folder_in_use_stops_at_once(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from ko_hf.finetune import FinetuneError
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        tmp_path.joinpath(".ko-finetune.lock").write_text(json.dumps({"pid": holder.pid,
+                                                                       "host": socket.gethostname()}))
+        runner = FakeRunner()
+        with pytest.raises(FinetuneError, match=f"in use by another run: pid {holder.pid}"):
+            run_comparison(BASE, tmp_path, ["adamw"], [1], runner=runner, parse=parse_config, plot=False)
+        assert runner.calls == []
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_finished_run_with_another_config_is_not_reused(tmp_path):
@@ -357,6 +433,19 @@ def test_cli_compare_maps_flags_and_prints_table(tmp_path, monkeypatch):
     assert (tmp_path / "cmp" / "comparison.md").is_file()
 
 
+def test_cli_compare_table_fits_80_columns(tmp_path, monkeypatch):
+    monkeypatch.setattr("ko_hf.finetune.finetune", FakeRunner())
+    monkeypatch.setenv("COLUMNS", "80")
+    result = CliRunner().invoke(_app(), [
+        "compare", "tiny-model", "--dataset", "demo", "-s", "adamw,soft,hard:coef=0.8:lambda=1", "--seeds", "1,2",
+        "-o", str(tmp_path / "cmp"), "--set", "use_cpu=true", "--set", "save_strategy=no", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    table = result.output[result.output.index("tiny-model on demo"):result.output.index("mean ± sample std")]
+    assert "…" not in table and max(len(line) for line in table.splitlines()) <= 80
+    for text in ("accuracy", "macro-F1", "weight corr", "adamw", "hard:coef=0.8:lam", "(baseline)", "±"):
+        assert text in table
+
+
 def test_cli_compare_bad_setting_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(_app(), ["compare", "m", "--dataset", "demo", "--settings", "adamw,hrad",
                                          "--output-dir", str(tmp_path)])
@@ -389,14 +478,19 @@ def _tiny_csv(folder: Path) -> Path:
     return folder
 
 
-def test_real_comparison_of_a_tiny_bert(tmp_path):
+def test_real_comparison_of_a_tiny_bert(tmp_path, recwarn):
     base = {"model_name_or_path": str(_tiny_model(tmp_path / "model")), "dataset": str(_tiny_csv(tmp_path / "data")),
             "max_length": 16, "use_cpu": True, "max_steps": 3, "per_device_train_batch_size": 8,
             "learning_rate": 1e-3, "logging_steps": 1, "save_strategy": "no", "eval_strategy": "no",
             "report_to": "none", "disable_tqdm": True, "plots": False}
     messages = []
     comparison = run_comparison(base, tmp_path / "cmp", ["adamw", "hard:coef=0.9"], [1, 2], progress=messages.append)
-    assert len(messages) == 4 and all("training into" in m for m in messages)
+    assert not [w for w in recwarn if "pin_memory" in str(w.message)]  # no pinned memory without an accelerator
+    heads = [m for m in messages if "training into" in m]
+    assert len(heads) == 4 and heads[1].startswith("[2/4] hard:coef=0.9 seed 1: training into")
+    # a few progress lines per run (which run, which step, ETA), not one per log
+    progress = [m for m in messages if m.startswith("[2/4]") and ": step " in m]
+    assert progress and all("s/step, ETA" in m for m in progress) and len(messages) <= 4 * 12
     data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert data["split"] == "test" and [s["name"] for s in data["settings"]] == ["adamw", "hard:coef=0.9"]
     for setting in data["settings"]:
@@ -417,3 +511,22 @@ def test_real_comparison_of_a_tiny_bert(tmp_path):
     messages.clear()
     run_comparison(base, tmp_path / "cmp", ["adamw", "hard:coef=0.9"], [1, 2], progress=messages.append)
     assert all("skipped" in m for m in messages) and len(messages) == 4
+
+
+def test_zero_step_resume_keeps_step_time_and_loss(tmp_path):
+    """A run killed after its last checkpoint, before its record: the rerun resumes with no step left."""
+    base = {"model_name_or_path": str(_tiny_model(tmp_path / "model")), "dataset": str(_tiny_csv(tmp_path / "data")),
+            "max_length": 16, "use_cpu": True, "max_steps": 3, "per_device_train_batch_size": 8,
+            "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 3, "eval_strategy": "no",
+            "report_to": "none", "disable_tqdm": True, "plots": False}
+    run_comparison(base, tmp_path / "cmp", ["hard"], [1])
+    result = tmp_path / "cmp" / "hard" / "seed-1" / RESULT_FILE
+    first = json.loads(result.read_text())
+    result.unlink()
+    messages = []
+    run_comparison(base, tmp_path / "cmp", ["hard"], [1], progress=messages.append)
+    assert "resuming from" in messages[0] and "checkpoint-3" in messages[0]
+    again = json.loads(result.read_text())
+    assert again["median_step_time"] == pytest.approx(first["median_step_time"], rel=1e-4)  # was None
+    assert again["train_metrics"]["train_loss"] == pytest.approx(first["train_metrics"]["train_loss"], rel=1e-6)
+    assert again["train_metrics"]["train_loss"] > 0  # was 0.0

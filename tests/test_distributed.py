@@ -1,3 +1,5 @@
+import json
+import math
 import os
 import socket
 import subprocess
@@ -53,3 +55,24 @@ def test_torchrun_equals_one_process_over_the_same_global_batches(tmp_path):
         deviation = (ranks[key] - alone[key]).abs().max()
         assert deviation <= 0.01 * moved + 1e-7, f"{key}: data parallel differs by {deviation}, training moved it {moved}"
     assert (alone["classifier.weight"] - initial["classifier.weight"]).abs().max() > 1e-3
+
+
+def test_torchrun_of_the_cli_on_cpu_is_data_parallel(tmp_path):
+    """`torchrun --nproc-per-node 2 -m ko_hf_cli ...` without use_cpu on a machine without GPU: one DDP run (each
+    rank takes half of every epoch), not two independent copies writing one folder."""
+    from test_finetune import save_tiny_model, write_fixture
+
+    from ko_hf.data import load_text_classification
+
+    model = save_tiny_model(tmp_path / "model")
+    data = write_fixture(tmp_path, "csv")[0]
+    out = tmp_path / "out"
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", free_port(), "-m", "ko_hf_cli", str(model), "--dataset", str(data), "--output-dir", str(out),
+         "--epochs", "1", "--batch-size", "4", "--max-length", "32", "--no-plots"],
+        tmp_path)
+    train_rows = len(load_text_classification(str(data), seed=42).dataset["train"])
+    state = json.loads((out / "trainer_state.json").read_text())
+    per_rank = math.ceil(train_rows / 2)  # DistributedSampler: each rank gets half (padded)
+    assert state["global_step"] == math.ceil(per_rank / 4), (state["global_step"], train_rows)
+    assert state["global_step"] < math.ceil(train_rows / 4)  # what each of two independent copies would do

@@ -4,6 +4,7 @@ The helpers here (``save_tiny_model``, ``write_fixture``, ``FIXTURE_FORMATS``) a
 """
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -276,3 +277,14 @@ def test_step_timer():
         timer.on_step_begin(None, None, None)
         timer.on_step_end(None, None, None)
     assert len(timer.durations) == 3 and timer.median >= 0
+
+
+def test_non_finite_weights_are_an_error_naming_the_tensor(csv_data, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = save_tiny_model(tmp_path / "corrupt")
+    weights = load_file(str(model / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("attention.self.query.weight"))
+    weights[name][0, 0] = float("nan")
+    save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
+    _fails(tmp_path, model, csv_data, match=rf"non-finite weights \(NaN or inf\) in bert\.{re.escape(name)}:")

@@ -104,3 +104,14 @@ def test_accelerate_rejects_a_typo_in_its_config(tmp_path):
     typo.write_text(ACCELERATE[0].read_text().replace("num_processes:", "num_procesess:"))
     with pytest.raises(ValueError, match="num_procesess"):
         ClusterConfig.from_yaml_file(str(typo))
+
+
+def test_readme_recipe_line_says_what_a_cpu_needs():
+    readme = (RECIPES.parent / "README.md").read_text(encoding="utf-8")
+    lines = [line for line in readme.splitlines() if "--config recipes/table3/" in line and "ko-finetune" in line]
+    assert lines and all("--no-bf16" in line for line in lines)
+    mapping = load_config_file(TABLE3[0])
+    if not torch.accelerator.is_available():  # as written, a CPU machine stops with what to add
+        with pytest.raises(FinetuneError, match=r"--no-bf16"):
+            parse_config(mapping)
+    assert parse_config({**mapping, "bf16": False})[1].bf16 is False  # with the flag the README names, it runs

@@ -60,11 +60,25 @@ def test_unreachable_hub_is_reported_at_once(tiny_model_dir, csv_data, tmp_path)
     assert "no offline flag (HF_HUB_OFFLINE) is set" in error[0]
     assert "Retrying" not in out.stderr  # no backoff: one question to the Hub
 
-    data = ko_finetune_without_network([tiny_model_dir, "--dataset", "someone/some-data", "-o", tmp_path / "d",
-                                        *FAST_FLAGS_CLI], tmp_path)
-    assert data.returncode == 2, data.stderr[-2000:]
-    assert "cannot reach the Hugging Face Hub to load dataset 'someone/some-data'" in data.stderr
-    assert "Retrying" not in data.stderr
+
+
+def test_unreachable_hub_for_a_dataset_is_reported_at_once(monkeypatch):
+    import datasets
+    from huggingface_hub import constants
+
+    from ko_hf import hub
+    from ko_hf.data import DatasetError, load_text_classification
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    hub.hub_unreachable.cache_clear()
+    try:
+        with pytest.raises(DatasetError, match=r"cannot reach the Hugging Face Hub to load dataset 'someone/some-data' "
+                                               r"\(http://127.0.0.1:\d+: .*\); no offline flag"):
+            load_text_classification("someone/some-data")
+    finally:
+        hub.hub_unreachable.cache_clear()
 
 
 def test_unreachable_hub_with_a_cached_model_uses_the_cache(tiny_model_dir, csv_data, tmp_path):

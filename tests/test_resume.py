@@ -193,11 +193,11 @@ def test_no_complete_checkpoint_is_an_error(tiny_model_dir, csv_data, finished_r
 
 def test_resumed_run_with_ratio_logging_steps_does_not_warn(tiny_model_dir, csv_data, finished_run, tmp_path,
                                                               transformers_logs):
-    out = copy_run(finished_run, tmp_path)
-    finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-3"))
+    out = copy_run(finished_run, tmp_path)  # resumed from its last checkpoint: no step left, the check still runs
+    finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-6"))
     assert "do not match" not in transformers_logs.text and "0.5 (from args)" not in transformers_logs.text
     transformers_logs.clear()
-    finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-3", logging_steps=2))
+    finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-6", logging_steps=2))
     assert "logging_steps: 2 (from args) != 3" in transformers_logs.text  # a real change still warns
 
 

@@ -532,6 +532,9 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
             label2id=data.label2id,
             ignore_mismatched_sizes=True,  # a checkpoint that already has a head with another number of labels
             local_files_only=local_only,
+            # with peft installed, transformers looks for adapter_config.json on the Hub without passing
+            # local_files_only on (transformers 5.24): a cache-only load would sit through the retries again
+            **({"adapter_kwargs": {"local_files_only": True}} if local_only else {}),
         )
     except Exception as err:  # noqa: BLE001
         raise FinetuneError(f"cannot load {model_name!r} for sequence classification: {_first_line(err)}") from err

@@ -151,16 +151,12 @@ class StepTimerCallback(TrainerCallback, ExportableState):
         return {"args": {}, "attributes": {"durations": [round(d, 6) for d in self.durations]}}
 
     def on_train_begin(self, args, state, control, **kwargs):
-        callbacks = state.stateful_callbacks
-        saved = callbacks.get(type(self).__name__)
+        saved = state.stateful_callbacks.get(type(self).__name__)
         if isinstance(saved, list):
             saved = saved[0] if saved else None
         durations = ((saved or {}).get("attributes") or {}).get("durations")
         if durations and not self.durations:  # resumed: the steps timed before the checkpoint
             self.durations = [float(d) for d in durations]
-        # a checkpoint written before this callback saved its state has no entry, and Trainer's checkpoint code
-        # looks the entry up by name
-        callbacks.setdefault(type(self).__name__, self.state())
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._start = time.perf_counter()

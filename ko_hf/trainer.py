@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_optimizer import is_optimizer_factory
 from transformers.utils import logging
 
@@ -392,8 +393,14 @@ class KOTrainer(Trainer):
         # resolved to absolute steps: a ratio (logging_steps 0.02) would always "differ" (0.02 != 2). Compare the
         # resolved values instead.
         with _absolute_steps(self.args, max_steps):
-            return super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
-                                                resume_from_checkpoint, trial)
+            trained = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
+                                                   resume_from_checkpoint, trial)
+        # A checkpoint written before a callback kept state (ko-hf 0.1: the step timer, the card's start record)
+        # has no entry for it, and Trainer's checkpoint code looks every entry up by name: give it the fresh one.
+        for callback in [*self.callback_handler.callbacks, self.control]:
+            if isinstance(callback, ExportableState):
+                self.state.stateful_callbacks.setdefault(type(callback).__name__, callback.state())
+        return trained
 
     # ------------------------------------------------------------------ optimizer
 

@@ -73,6 +73,8 @@ class RunFolderLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self.held = False
+        #: the folders acquire() created (deepest last): removed again on release when the run left them empty
+        self.created: list[Path] = []
 
     def _holder(self) -> dict[str, Any] | None:
         try:
@@ -94,6 +96,10 @@ class RunFolderLock:
 
     def acquire(self) -> RunFolderLock:
         """Take the lock, or raise :class:`FinetuneError` naming the process that holds it."""
+        missing = self.folder
+        while not missing.exists() and missing.parent != missing:
+            self.created.insert(0, missing)
+            missing = missing.parent
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -138,6 +144,12 @@ class RunFolderLock:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
+        for folder in reversed(self.created):  # a run that failed before writing anything leaves no folder behind
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (the run wrote into it), or gone
+                break
+        self.created = []
 
 
 def _describe(holder: dict[str, Any]) -> str:

@@ -445,3 +445,9 @@ def test_load_report_and_log_have_no_colour_codes(tiny_model_dir, csv_data, tmp_
     assert out.returncode == 0, out.stderr[-3000:]
     assert "LOAD REPORT" in out.stderr and not re.search(r"\x1b\[[0-9;]*m", out.stderr)  # no colour codes
     assert "pin_memory" not in out.stderr
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "new" / "run"
+    assert_user_error(run("no-such-model-folder/", "--dataset", "x", "--output-dir", out), "model path does not exist")
+    assert not (tmp_path / "new").exists()  # the lock's folder is removed again

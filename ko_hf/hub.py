@@ -13,7 +13,7 @@ import os
 
 from huggingface_hub import constants, try_to_load_from_cache
 
-__all__ = ["dataset_offline_flag", "hub_offline_flag", "hub_unreachable", "is_cached"]
+__all__ = ["dataset_offline_flag", "hub_offline_flag", "hub_unreachable", "is_cached", "is_repo_id"]
 
 #: Seconds to wait for the Hub's answer before calling it unreachable.
 PROBE_TIMEOUT = 5.0
@@ -41,6 +41,20 @@ def dataset_offline_flag() -> str | None:
     if not datasets.config.HF_HUB_OFFLINE:
         return None
     return _set_variable(("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")) or "HF_DATASETS_OFFLINE"
+
+
+def is_repo_id(name: object, *, namespaced: bool = False) -> bool:
+    """True when ``name`` is a valid Hub repo id (huggingface_hub's ``validate_repo_id``): ``bert-base-cased``,
+    ``owner/name``; with ``namespaced``, only ``owner/name``. A local path (``./x``, ``/abs/x``, ``a/b/c``) is not."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(name, str) or name.endswith((".json", ".git")) or (namespaced and "/" not in name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def is_cached(repo_id: str, filename: str = "config.json", repo_type: str = "model") -> bool:

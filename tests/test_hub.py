@@ -91,3 +91,15 @@ def test_unreachable_hub_with_a_cached_model_uses_the_cache(tiny_model_dir, csv_
     assert out.returncode == 0, out.stderr[-3000:]
     assert "the Hugging Face Hub is unreachable" in out.stderr and "using the cached copy of some-org/tiny" in out.stderr
     assert "Retrying" not in out.stderr
+
+
+@pytest.mark.parametrize("name, valid, namespaced", [
+    ("bert-base-cased", True, False), ("sentence-transformers/all-MiniLM-L6-v2", True, True),
+    ("./model", False, False), ("/abs/model", False, False), ("a/b/c", False, False), ("a..b", False, False),
+    ("config.json", False, False), ("-x", False, False), ("", False, False), (None, False, False),
+])
+def test_is_repo_id(name, valid, namespaced):
+    from ko_hf.hub import is_repo_id
+
+    assert is_repo_id(name) is valid
+    assert is_repo_id(name, namespaced=True) is namespaced

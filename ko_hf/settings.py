@@ -1,0 +1,256 @@
+"""The KO settings, declared once.
+
+Each :class:`KOSetting` below is the single declaration of one collision setting: its name (the
+``KOTrainingArguments`` field, the YAML key and, where it travels with the parameters, the param-group key), type,
+default, help, valid values, and the short names other surfaces use (the CLI flag, ``compare``'s ``KEY=VALUE``).
+Everything else derives from :data:`KO_SETTINGS`: the dataclass fields, the optimizer's group defaults, the CLI
+options, ``compare``'s setting parser, the model card and its reproduce snippet. Adding a setting means adding one
+entry here (and using it where it acts: the optimizer, for a param-group key).
+
+Pure Python on purpose: the CLI reads this table to build ``--help`` without importing torch or transformers.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+COLLISION_TYPES = ("none", "soft", "hard")
+#: Hard collision's pairing: a random perfect matching per step (``dsmc``) or every accepted pair (Eq. 8, ``all``).
+PAIRINGS = ("dsmc", "all")
+#: Default ``coll_coef`` per collision type; README, "Defaults", gives the measurements behind them.
+DEFAULT_COLL_COEF = {"none": 0.0, "soft": 0.1, "hard": 0.2}
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: ``KOSetting.group_default`` of a setting that is not a param-group key.
+NOT_IN_GROUP = _Missing()
+
+
+@dataclass(frozen=True)
+class KOSetting:
+    """One KO setting. ``type`` is ``str``, ``float``, ``int``, ``bool`` or ``list`` (a list of names)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    #: What a param group without this key means (groups built by hand, checkpoints of ko-hf 0.1);
+    #: ``NOT_IN_GROUP`` for a setting that is not carried by the flagged param groups.
+    group_default: Any = NOT_IN_GROUP
+    choices: tuple[str, ...] = ()
+    #: Inclusive bounds of a number.
+    low: float | None = None
+    high: float | None = None
+    #: ``None`` is a valid value (it means: derived, see ``derive``).
+    optional: bool = False
+    #: The value when left ``None``, from the other settings (and ``TrainingArguments.seed``).
+    derive: Callable[[Mapping[str, Any]], Any] | None = None
+    #: The CLI option (``--flag``); extra accepted spellings in ``aliases``.
+    flag: str = ""
+    aliases: tuple[str, ...] = ()
+    #: ``compare``'s key (``hard:KEY=VALUE``); ``""``: not settable per compared setting.
+    key: str = ""
+    #: How the card and ``compare`` name the setting (``λ`` for the distance scale).
+    label: str = ""
+    #: The collision types the setting acts on (the card and ``compare`` describe it only for those).
+    applies_to: tuple[str, ...] = ("soft", "hard")
+    #: Metavar in ``--help``.
+    metavar: str = "X"
+    #: Shown in one-line descriptions of a run (``describe``); the seed is not.
+    described: bool = True
+
+    @property
+    def in_group(self) -> bool:
+        return self.group_default is not NOT_IN_GROUP
+
+    @property
+    def cli_flag(self) -> str:
+        return "--" + (self.flag or self.name.replace("_", "-"))
+
+    @property
+    def short(self) -> str:
+        """The name in descriptions: ``coef=0.2``, ``λ=0.05``."""
+        return self.label or self.key or self.name
+
+    def what_is_valid(self) -> str:
+        if self.choices:
+            return "valid: " + ", ".join(self.choices)
+        if self.type is bool:
+            return "it must be true or false"
+        if self.type is list:
+            return "it must be a list of non-empty names"
+        kind = "an integer" if self.type is int else "a finite number"
+        if self.low is not None and self.high is not None:
+            return f"it must be {kind} in [{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f"it must be {kind} >= {self.low:g}"
+        return f"it must be {kind}"
+
+    def error(self, value: Any, where: str = "") -> ValueError:
+        return ValueError(f"{where or self.name}={value!r} is invalid; {self.what_is_valid()}")
+
+    def validate(self, value: Any, where: str = "") -> Any:
+        """``value`` if valid for this setting (a single name becomes a one-item list), else ``ValueError``
+        naming the value and what is valid."""
+        if value is None and (self.optional or self.type is list):
+            return None
+        if self.choices:
+            if value not in self.choices:
+                raise self.error(value, where)
+            return value
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise self.error(value, where)
+            return value
+        if self.type is list:
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) and v for v in items):
+                raise self.error(value, where)
+            return list(items)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise self.error(value, where)
+        if self.type is int and not isinstance(value, numbers.Integral):
+            raise self.error(value, where)
+        if not math.isfinite(value):
+            raise self.error(value, where)
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise self.error(value, where)
+        return value
+
+    def parse(self, raw: str, where: str = "") -> Any:
+        """A value written as text (``--set``, ``compare``'s ``KEY=VALUE``) -> the typed, validated value.
+        A list is ``+``- or ``,``-separated."""
+        text = raw.strip()
+        if self.type is bool:
+            if text.lower() not in _TRUE | _FALSE:
+                raise self.error(raw, where)
+            return text.lower() in _TRUE
+        if self.type is list:
+            return self.validate([t for t in text.replace(",", "+").split("+")] if text else [], where)
+        if self.type in (int, float):
+            try:
+                value: Any = int(text) if self.type is int else float(text)
+            except ValueError:
+                raise self.error(raw, where) from None
+            return self.validate(value, where)
+        return self.validate(text, where)
+
+    def format(self, value: Any) -> str:
+        """The value as ``parse`` reads it back (``head+pooler``, ``true``, ``0.2``)."""
+        if isinstance(value, (list, tuple)):
+            return "+".join(map(str, value))
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+
+def _derived_coef(values: Mapping[str, Any]) -> float | None:
+    return DEFAULT_COLL_COEF.get(values.get("collision"))
+
+
+def _derived_seed(values: Mapping[str, Any]) -> int | None:
+    return values.get("seed")
+
+
+KO_SETTINGS: tuple[KOSetting, ...] = (
+    KOSetting(
+        "collision", str, "soft", "Collision applied to the targets' gradients before each optimizer step: none "
+        "(plain AdamW), soft or hard.", group_default="none", choices=COLLISION_TYPES, label="collision",
+        applies_to=COLLISION_TYPES, metavar="TYPE"),
+    KOSetting(
+        "coll_coef", float, None, "Collision coefficient in [0, 1] (default: 0.1 soft, 0.2 hard; see README).",
+        group_default=0.0, low=0.0, high=1.0, optional=True, derive=_derived_coef, key="coef", label="coef"),
+    KOSetting(
+        "collision_distance_scale", float, 0.05, "λ of hard collision's acceptance exp(-λ·‖w_i - w_j‖) (default: "
+        "0.05; the paper uses 1).", group_default=1.0, low=0.0, flag="distance-scale", key="lambda", label="λ",
+        applies_to=("hard",)),
+    KOSetting(
+        "collision_pairing", str, "dsmc", "Hard collision's pairs: dsmc (a random perfect matching each step, each "
+        "candidate pair tested by Eq. 7 and collided once: energy-conserving) or all (Eq. 8 as printed, every "
+        "accepted pair at once; ko-hf 0.1) (default: dsmc).", group_default="all", choices=PAIRINGS,
+        flag="pairing", key="pairing", label="pairing", applies_to=("hard",), metavar="NAME"),
+    KOSetting(
+        "collision_targets", list, None, "Weights that collide (repeatable): presets head (default) and pooler, "
+        "parameter/module names or regexes, like optim_target_modules.", key="targets", label="targets",
+        metavar="NAME"),
+    KOSetting(
+        "collision_include_self", bool, False, "Soft collision: keep the diagonal of S (Alg. 2 read literally; "
+        "only rescales rows).", group_default=False, flag="include-self", key="include_self",
+        label="include_self", applies_to=("soft",)),
+    KOSetting(
+        "collision_seed", int, None, "Seed of hard collision's random directions and pairings (default: --seed).",
+        group_default=0, optional=True, derive=_derived_seed, applies_to=("hard",), metavar="N", described=False),
+)
+
+
+def ko_settings() -> tuple[KOSetting, ...]:
+    """The declared settings (read at call time, so that an added entry reaches every use)."""
+    return KO_SETTINGS
+
+
+def ko_setting(name: str) -> KOSetting:
+    for setting in ko_settings():
+        if setting.name == name:
+            return setting
+    raise KeyError(f"{name!r} is not a KO setting; KO settings: {', '.join(s.name for s in ko_settings())}")
+
+
+def setting_names() -> tuple[str, ...]:
+    return tuple(s.name for s in ko_settings())
+
+
+def group_defaults() -> dict[str, Any]:
+    """Param-group key -> the value a group without it means."""
+    return {s.name: s.group_default for s in ko_settings() if s.in_group}
+
+
+def compare_keys() -> dict[str, KOSetting]:
+    """``compare``'s ``KEY`` (``coef``, ``lambda``, ...) -> setting."""
+    return {s.key: s for s in ko_settings() if s.key}
+
+
+def derived_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings whose default follows other values (``coll_coef`` from ``collision``, ``collision_seed`` from
+    ``seed``), as derived from ``values``."""
+    return {s.name: s.derive(values) for s in ko_settings() if s.derive is not None}
+
+
+def validate_settings(values: Mapping[str, Any], names: Iterable[str] | None = None) -> dict[str, Any]:
+    """Each given setting of ``values`` validated (``ValueError`` naming the first bad one); the normalised values."""
+    wanted = set(names) if names is not None else None
+    out = {}
+    for setting in ko_settings():
+        if setting.name in values and (wanted is None or setting.name in wanted):
+            out[setting.name] = setting.validate(values[setting.name])
+    return out
+
+
+def describe(values: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> str:
+    """``"hard, coef=0.2, λ=0.05, pairing=dsmc"``: the collision type, then each setting that applies to it and is
+    set (in ``values``, else in ``defaults``), in declaration order. ``none`` is ``"none (AdamW)"``."""
+    merged = {**(defaults or {}), **{k: v for k, v in values.items() if v is not None}}
+    collision = merged.get("collision", "?")
+    if collision == "none":
+        return "none (AdamW)"
+    parts = [str(collision)]
+    for setting in ko_settings():
+        if setting.name == "collision" or not setting.described or collision not in setting.applies_to:
+            continue
+        value = merged.get(setting.name)
+        if value is None or (setting.type is bool and not value):
+            continue
+        parts.append(setting.short if setting.type is bool else f"{setting.short}={setting.format(value)}")
+    return ", ".join(parts)

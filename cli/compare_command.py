@@ -13,8 +13,9 @@ import typer
 
 SETTINGS_HELP = (
     "Collision settings to compare, comma-separated or repeated: TYPE[:KEY=VALUE[:KEY=VALUE...]] with TYPE "
-    "adamw (= none), soft or hard and KEY coef, lambda, targets (+-separated, e.g. head+pooler) or include_self. "
-    "Example: adamw,soft,hard:coef=0.8:lambda=1. Without coef a type uses the library default. "
+    "adamw (= none), soft or hard and KEY coef, lambda, pairing (dsmc or all), targets (+-separated, e.g. "
+    "head+pooler) or include_self. Example: adamw,soft,hard,hard:pairing=all,hard:coef=0.8:lambda=1. Without a "
+    "key a type uses the library default (hard: pairing dsmc, coef 0.2, lambda 0.05; soft: coef 0.1). "
     "[default: adamw,soft,hard]"
 )
 

@@ -7,8 +7,12 @@ settings alike; the ratio of medians is printed. Because whole-step times on a s
 optimizer step (where the collision runs) is also timed on its own, and the overhead it adds is reported as
 (median optimizer-step time of the setting - that of AdamW) / median AdamW training-step time.
 
+Hard collision is timed once per pairing in ``--pairing`` (default both: ``dsmc``, the default, and ``all``,
+Eq. 8 as printed), in the same rounds.
+
     python benchmarks/trainer_overhead.py                      # CPU, batch 16 x 128 tokens
     python benchmarks/trainer_overhead.py --device cuda --model bert-base
+    python benchmarks/trainer_overhead.py --pairing dsmc       # hard collision with one pairing only
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
 from ko_hf import KOAdamW, collision_target_names
+from ko_hf.collision import PAIRINGS
 from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE, DEFAULT_PAIRING
 
 
@@ -57,17 +62,23 @@ def main() -> None:
     parser.add_argument("--soft-coef", type=float, default=DEFAULT_COLL_COEF["soft"])
     parser.add_argument("--hard-coef", type=float, default=DEFAULT_COLL_COEF["hard"])
     parser.add_argument("--distance-scale", type=float, default=DEFAULT_DISTANCE_SCALE)
-    parser.add_argument("--pairing", default=DEFAULT_PAIRING, choices=["dsmc", "all"])
+    parser.add_argument("--pairing", default=",".join(PAIRINGS),
+                        help=f"hard collision's pairings to time, comma-separated ({', '.join(PAIRINGS)}; default "
+                             f"{DEFAULT_PAIRING} is the library's)")
     cli = parser.parse_args()
+    pairings = [p.strip() for p in cli.pairing.split(",") if p.strip()]
+    if not pairings or any(p not in PAIRINGS for p in pairings) or len(set(pairings)) != len(pairings):
+        parser.error(f"--pairing must be distinct values of {', '.join(PAIRINGS)}, got {cli.pairing!r}")
 
     device = torch.device(cli.device)
     torch.manual_seed(0)
     base = build_model(cli.model, cli.num_labels).to(device)
-    settings = {"adamw": ("none", 0.0), "soft": ("soft", cli.soft_coef), "hard": ("hard", cli.hard_coef)}
+    settings = {"adamw": ("none", 0.0, DEFAULT_PAIRING), "soft": ("soft", cli.soft_coef, DEFAULT_PAIRING),
+                **{f"hard {p}": ("hard", cli.hard_coef, p) for p in pairings}}
     runs = {}
-    for name, (collision, coef) in settings.items():
+    for name, (collision, coef, pairing) in settings.items():
         model = copy.deepcopy(base).train()
-        runs[name] = (model, build_optimizer(model, collision, coef, cli.distance_scale, cli.pairing))
+        runs[name] = (model, build_optimizer(model, collision, coef, cli.distance_scale, pairing))
     gen = torch.Generator().manual_seed(0)
     input_ids = torch.randint(1000, 20000, (cli.batch_size, cli.seq_len), generator=gen).to(device)
     labels = torch.randint(cli.num_labels, (cli.batch_size,), generator=gen).to(device)
@@ -98,8 +109,8 @@ def main() -> None:
             if round_index >= cli.warmup:
                 times[name].append(elapsed)
                 optimizer_times[name].append(optimizer_elapsed)
-        stats = runs["hard"][1].pop_collision_stats()
-        accepted.append({k: v.get("accepted_pair_fraction") for k, v in stats.items()})
+        accepted.append({p: {k: v.get("accepted_pair_fraction")
+                             for k, v in runs[f"hard {p}"][1].pop_collision_stats().items()} for p in pairings})
 
     medians = {name: statistics.median(values) for name, values in times.items()}
     optimizer_medians = {name: statistics.median(values) for name, values in optimizer_times.items()}
@@ -107,8 +118,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads) batch={cli.batch_size}x{cli.seq_len} rounds={cli.rounds} "
           f"torch={torch.__version__}")
     print(f"soft coef={cli.soft_coef}; hard coef={cli.hard_coef}, distance_scale={cli.distance_scale}, "
-          f"pairing={cli.pairing}; "
-          f"hard accepted-pair fraction per target (last round): {accepted[-1]}")
+          f"pairings {', '.join(pairings)}; hard accepted fraction of candidate pairs per target, mean over the "
+          f"timed rounds: {mean_accepted(accepted[cli.warmup:])}")
     print("| setting | median step (s) | min (s) | max (s) | ratio to AdamW | median optimizer.step (s) | "
           "overhead from optimizer.step |")
     print("|---|---|---|---|---|---|---|")
@@ -116,6 +127,14 @@ def main() -> None:
         added = (optimizer_medians[name] - optimizer_medians["adamw"]) / medians["adamw"]
         print(f"| {name} | {median:.4f} | {min(times[name]):.4f} | {max(times[name]):.4f} | "
               f"{median / medians['adamw']:.4f} | {optimizer_medians[name]:.4f} | {1 + added:.4f} |")
+
+
+def mean_accepted(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """{pairing: {target: mean accepted fraction}} over the rounds (each round's fraction is of that step)."""
+    out: dict[str, dict[str, float]] = {}
+    for pairing in rounds[0] if rounds else ():
+        out[pairing] = {k: round(statistics.mean(r[pairing][k] for r in rounds), 5) for k in rounds[0][pairing]}
+    return out
 
 
 if __name__ == "__main__":

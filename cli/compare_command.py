@@ -15,9 +15,10 @@ from .common import FLAG, fail, quiet_libraries, say
 
 SETTINGS_HELP = (
     "Collision settings to compare, comma-separated or repeated: TYPE or TYPE:KEY=VALUE (more :KEY=VALUE may "
-    "follow) with TYPE adamw (= none), soft or hard and KEY coef, lambda, targets (+-separated, e.g. head+pooler) or "
-    "include_self. Example: -s adamw,soft -s hard:coef=0.8 -s hard:lambda=1. Without coef a type uses the library "
-    "default. [default: adamw,soft,hard]"
+    "follow) with TYPE adamw (= none), soft or hard and KEY coef, lambda, pairing (dsmc or all), targets "
+    "(+-separated, e.g. head+pooler) or include_self. Example: -s adamw,soft,hard -s hard:pairing=all -s "
+    "hard:coef=0.8:lambda=1. Without a key a type uses the library default (hard: pairing dsmc, coef 0.2, "
+    "lambda 0.05; soft: coef 0.1). [default: adamw,soft,hard]"
 )
 
 

@@ -446,6 +446,23 @@ def test_cli_compare_table_fits_80_columns(tmp_path, monkeypatch):
         assert text in table
 
 
+def test_cli_compare_help_names_every_setting_key():
+    """`compare --help` documents the settings syntax the parser accepts: every key, and pairing's values."""
+    from ko_hf.collision import PAIRINGS
+    from ko_hf.compare import SETTING_KEYS
+
+    result = CliRunner().invoke(_app(), ["compare", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    for key in SETTING_KEYS:
+        assert key in text, key
+    assert all(pairing in text for pairing in PAIRINGS) and "hard:pairing=all" in text
+    from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE, DEFAULT_PAIRING
+
+    assert (f"hard: pairing {DEFAULT_PAIRING}, coef {DEFAULT_COLL_COEF['hard']:g}, lambda {DEFAULT_DISTANCE_SCALE:g}; "
+            f"soft: coef {DEFAULT_COLL_COEF['soft']:g}") in text  # the defaults it names are the library's
+
+
 def test_cli_compare_bad_setting_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(_app(), ["compare", "m", "--dataset", "demo", "--settings", "adamw,hrad",
                                          "--output-dir", str(tmp_path)])

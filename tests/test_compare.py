@@ -13,6 +13,7 @@ import typer
 from transformers import BertConfig, BertModel, BertTokenizerFast
 from typer.testing import CliRunner
 
+from ko_hf import settings as ko_settings
 from ko_hf.compare import (
     _plot_layer,
     RESULT_FILE,
@@ -153,6 +154,26 @@ def test_bad_setting_names_spec_and_valid_forms(spec, why):
     with pytest.raises(ComparisonError, match=why) as err:
         parse_setting(spec)
     assert repr(spec) in str(err.value) and "valid forms" in str(err.value)
+
+
+def test_examples_of_the_help_and_the_errors_parse():
+    from ko_hf.compare.settings import EXAMPLES, setting_forms, settings_help
+
+    assert [s.name for s in parse_settings(list(EXAMPLES))] == list(EXAMPLES)
+    for example in EXAMPLES:
+        assert example in settings_help() and repr(example) in setting_forms()
+
+
+def test_setting_parser_imports_neither_torch_nor_transformers():
+    """The CLI builds `compare --help` from it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ko_hf.compare import parse_setting, SETTING_FORMS; "
+            "from ko_hf.compare.settings import settings_help; settings_help(); parse_setting('hard:coef=0.5'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_duplicate_settings_rejected():
@@ -395,6 +416,63 @@ def test_weight_correlation_compares_the_layers_every_run_measures():
     comparison = summarize(records, ["adamw", "hard+pooler"])
     assert comparison.correlation_layers == []
     assert [s.weight_correlation.mean for s in comparison.settings] == [pytest.approx(0.2), pytest.approx(0.3)]
+
+
+# ------------------------------------------------------------------ a setting declared once reaches compare
+
+#: A KO setting that exists only in the table (acting on hard collision), as the next setting someone adds would.
+DUMMY = ko_settings.KOSetting("collision_dummy", float, 0.5, "A setting declared in one place.", group_default=0.25,
+                              low=0.0, high=1.0, key="dummy", applies_to=("hard",))
+
+
+@pytest.fixture
+def dummy_setting(monkeypatch):
+    monkeypatch.setattr(ko_settings, "KO_SETTINGS", (*ko_settings.KO_SETTINGS, DUMMY))
+    return DUMMY
+
+
+def parse_with_dummy(mapping):
+    """parse_config, with the dummy carried by the arguments as a field of KOTrainingArguments would be (the
+    dataclass' fields are made when it is imported, before the dummy is added)."""
+    mapping = dict(mapping)
+    value = mapping.pop(DUMMY.name, DUMMY.default)
+    options, args = parse_config(mapping)
+    setattr(args, DUMMY.name, value)
+    return options, args
+
+
+def test_a_setting_added_to_the_table_reaches_compare(tmp_path, dummy_setting):
+    import ko_hf.compare
+
+    spec = parse_setting("hard:dummy=0.75")
+    assert spec.config() == {"collision": "hard", "collision_dummy": 0.75} and spec.dirname == "hard_dummy-0.75"
+    assert spec.describe() == "hard, dummy=0.75"
+    assert ko_hf.compare.SETTING_KEYS["dummy"] == "collision_dummy"  # read from the table, not kept from import
+    with pytest.raises(ComparisonError, match=r"dummy must be in \[0, 1\], got '2'") as err:
+        parse_setting("hard:dummy=2")
+    assert "KEY in coef|lambda|pairing|targets|include_self|dummy" in str(err.value)
+
+    runner = FakeRunner()
+    run_comparison(BASE, tmp_path, ["soft", "hard", "hard:dummy=0.75"], [1], runner=runner, parse=parse_with_dummy,
+                   plot=False)
+    record = json.loads((tmp_path / "hard_dummy-0.75" / "seed-1" / RESULT_FILE).read_text())
+    assert record["collision_args"]["collision_dummy"] == 0.75
+    hard = f"hard, coef={DEFAULT_COLL_COEF['hard']}, λ={DEFAULT_DISTANCE_SCALE}, pairing={DEFAULT_PAIRING}"
+    md = (tmp_path / "comparison.md").read_text()
+    assert f"| hard:dummy=0.75 | {hard}, dummy=0.75 |" in md and f"| hard | {hard}, dummy=0.5 |" in md
+    assert f"| soft | soft, coef={DEFAULT_COLL_COEF['soft']} |" in md  # it does not act on soft collision
+
+    # records written before the setting existed: the runs behaved as its group default
+    for name in ("soft", "hard"):
+        path = tmp_path / name / "seed-1" / RESULT_FILE
+        old = json.loads(path.read_text())
+        del old["collision_args"]["collision_dummy"]
+        path.write_text(json.dumps(old))
+    assert summarize([old], ["hard"]).settings[0].description == f"{hard}, dummy=0.25"
+    run_comparison(BASE, tmp_path, ["soft"], [1], runner=runner, parse=parse_with_dummy, plot=False)
+    assert len(runner.calls) == 3  # soft collision ignores the setting: the old run is reused
+    with pytest.raises(ComparisonError, match=r"other collision settings \(collision_dummy: 0.25 then, 0.5 now"):
+        run_comparison(BASE, tmp_path, ["hard"], [1], runner=runner, parse=parse_with_dummy, plot=False)
 
 
 # ------------------------------------------------------------------ the CLI command

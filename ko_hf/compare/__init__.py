@@ -30,8 +30,9 @@ _LAZY = {
         "CollisionSetting", "ComparisonError", "parse_seeds", "parse_setting", "parse_settings",
     )},
     **{name: "report" for name in (
-        "METRICS", "Comparison", "SettingSummary", "_plot_layer", "render_markdown", "summarize", "summary_table",
+        "METRICS", "Comparison", "SettingSummary", "render_markdown", "summarize", "summary_table",
         "write_comparison",
+        "_pct", "_pct_diff", "_plain_stat", "_plot_layer",  # used by benchmarks/study and the tests
     )},
     **{name: "runner" for name in (
         "RESULT_FILE", "collect_records", "finish_comparison", "run_comparison", "run_config",

@@ -10,16 +10,26 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.models import OptionInfo
 
 from .common import FLAG, fail, quiet_libraries, say
 
-SETTINGS_HELP = (
-    "Collision settings to compare, comma-separated or repeated: TYPE or TYPE:KEY=VALUE (more :KEY=VALUE may "
-    "follow) with TYPE adamw (= none), soft or hard and KEY coef, lambda, pairing (dsmc or all), targets "
-    "(+-separated, e.g. head+pooler) or include_self. Example: -s adamw,soft,hard -s hard:pairing=all -s "
-    "hard:coef=0.8:lambda=1. Without a key a type uses the library default (hard: pairing dsmc, coef 0.2, "
-    "lambda 0.05; soft: coef 0.1). [default: adamw,soft,hard]"
-)
+class _SettingsOption(OptionInfo):
+    """``--settings``, whose help lists the setting keys with what they take and their defaults: written from
+    :mod:`ko_hf.settings` when the command is built (each invocation), not when this module is imported (importing
+    the CLI loads no ko_hf module), so a setting added to the table is listed."""
+
+    @property
+    def help(self) -> str:
+        from rich.markup import escape  # the help is rich markup: "[default: ...]" would read as a tag
+
+        from ko_hf.compare.settings import settings_help
+
+        return escape(settings_help())
+
+    @help.setter
+    def help(self, value: str | None) -> None:  # OptionInfo.__init__ sets it; the table has the last word
+        pass
 
 
 def compare(
@@ -33,14 +43,14 @@ def compare(
     dataset: Annotated[Optional[str], typer.Option(
         "--dataset", "-d", help="imdb, snips, demo; NAME=/local/path; a local file or folder; or a Hub id "
                                 "(overrides dataset of --config).", show_default=False, metavar="NAME|PATH")] = None,
-    settings: Annotated[Optional[list[str]], typer.Option("--settings", "-s", help=SETTINGS_HELP,
-                                                          show_default=False, metavar="SPEC")] = None,
+    settings: Annotated[Optional[list[str]], _SettingsOption(default=..., param_decls=("--settings", "-s"),
+                                                             show_default=False, metavar="SPEC")] = None,
     seeds: Annotated[str, typer.Option(
         help="A count N (seeds 1..N) or a comma-separated list (1,2,3; a single seed: 7,).",
         metavar="N|LIST")] = "3",
     output_dir: Annotated[Optional[Path], typer.Option(
         "--output-dir", "-o", help="Comparison folder: runs go to <dir>/<setting>/seed-<s>/ "
-                                   "[default: output_dir of --config]", show_default=False, metavar="DIR")] = None,
+                                   r"\[default: output_dir of --config]", show_default=False, metavar="DIR")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="num_train_epochs.", show_default=False,
                                                     metavar="N")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop every run after this many steps.",
@@ -101,17 +111,18 @@ def compare(
     from rich.console import Console
 
     from ko_hf.compare import ComparisonError, parse_seeds, parse_settings, run_comparison, summary_table
+    from ko_hf.compare.settings import DEFAULT_SETTINGS, REPLACED_KEYS
     from ko_hf.data import DatasetError
     from ko_hf.finetune import FinetuneError
 
     user_errors = (ComparisonError, FinetuneError, DatasetError)
     console = Console()
     try:
-        chosen = parse_settings(settings or ["adamw,soft,hard"])
+        chosen = parse_settings(settings or DEFAULT_SETTINGS)
         seed_list = parse_seeds(seeds)
     except user_errors as err:
         raise fail(err) from None
-    replaced = [k for k in ("collision", "coll_coef") if k in base]
+    replaced = [k for k in REPLACED_KEYS if k in base]
     if replaced:
         say(f"note: {', '.join(replaced)} of the base config are replaced by each setting's")
     say(f"Comparing {', '.join(s.name for s in chosen)} on {base['model_name_or_path']} / {base['dataset']} with "

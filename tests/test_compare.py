@@ -474,6 +474,12 @@ def test_a_setting_added_to_the_table_reaches_compare(tmp_path, dummy_setting):
     with pytest.raises(ComparisonError, match=r"other collision settings \(collision_dummy: 0.25 then, 0.5 now"):
         run_comparison(BASE, tmp_path, ["hard"], [1], runner=runner, parse=parse_with_dummy, plot=False)
 
+    result = CliRunner().invoke(_app(), ["compare", "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "include_self (true or false) or dummy (in [0, 1])" in text
+    assert f"lambda {DEFAULT_DISTANCE_SCALE:g}, dummy 0.5; soft:" in text  # its default, for the type it acts on
+
 
 # ------------------------------------------------------------------ the CLI command
 

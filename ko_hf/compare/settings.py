@@ -30,6 +30,7 @@ __all__ = [
     "CollisionSetting",
     "ComparisonError",
     "collision_aliases",
+    "defaults_text",
     "describe_record",
     "parse_seeds",
     "parse_setting",
@@ -101,36 +102,40 @@ def _what_is_valid(setting: KOSetting, raw: str | None = None) -> str:
     return setting.what_is_valid().removeprefix("it must be ")
 
 
-def _default_text(setting: KOSetting) -> str:
-    """``0.05``, ``soft 0.1, hard 0.2`` (a default that follows the type), or ``""`` (none to show)."""
-    if setting.default is not None:
-        return setting.format(setting.default)
-    if setting.derive is not None:
-        derived = {kind: setting.derive({"collision": kind}) for kind in setting.applies_to}
-        if all(value is not None for value in derived.values()):
-            return ", ".join(f"{kind} {setting.format(value)}" for kind, value in derived.items())
-    return ""
+def _default(setting: KOSetting, collision: str) -> Any:
+    """The value a run of type ``collision`` gets when the spec leaves the setting out (``None``: none to name)."""
+    if setting.default is not None or setting.derive is None:
+        return setting.default
+    return setting.derive({"collision": collision})
 
 
 def _one_of(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else "".join(items)
 
 
+def defaults_text() -> str:
+    """``"hard: pairing dsmc, coef 0.2, lambda 0.05; soft: coef 0.1, include_self false"``: per collision type
+    (the strongest first), the value of each ``KEY`` that acts on it when the spec leaves it out (a choice first:
+    it says which variant of the type runs)."""
+    keys = sorted(compare_keys().items(), key=lambda item: not item[1].choices)
+    kinds = []
+    for kind in reversed(ko_setting("collision").choices):
+        named = [f"{key} {setting.format(value)}" for key, setting in keys
+                 if kind in setting.applies_to and (value := _default(setting, kind)) is not None]
+        if named:
+            kinds.append(f"{kind}: {', '.join(named)}")
+    return "; ".join(kinds)
+
+
 def settings_help() -> str:
-    """The ``--settings`` help of ``ko-finetune compare``: the types, every ``KEY`` with what it takes, the types it
-    acts on and its default."""
-    keys = []
-    for key, setting in compare_keys().items():
-        facts = [_what_is_valid(setting)]
-        if set(setting.applies_to) != {"soft", "hard"}:
-            facts.append(f"{'/'.join(k for k in setting.applies_to if k != 'none')} only")
-        if _default_text(setting):
-            facts.append(f"default {_default_text(setting)}")
-        keys.append(f"{key} ({'; '.join(facts)})")
+    """The ``--settings`` help of ``ko-finetune compare``: the types, every ``KEY`` with what it takes, examples,
+    and the library's defaults."""
+    keys = [f"{key} ({_what_is_valid(setting)})" for key, setting in compare_keys().items()]
     types = [ADAMW + " (= none)", *(t for t in collision_aliases() if t not in (ADAMW, "none"))]
     return (f"Collision settings to compare, comma-separated or repeated: TYPE or TYPE:KEY=VALUE (more :KEY=VALUE "
-            f"may follow) with TYPE {_one_of(types)} and KEY {_one_of(keys)}. A key left out "
-            f"takes the library default. Examples: {', '.join(EXAMPLES)}. [default: {','.join(DEFAULT_SETTINGS)}]")
+            f"may follow) with TYPE {_one_of(types)} and KEY {_one_of(keys)}. Examples: {', '.join(EXAMPLES)}. "
+            f"Without a key a type uses the library default ({defaults_text()}). "
+            f"[default: {','.join(DEFAULT_SETTINGS)}]")
 
 
 @dataclass(frozen=True)

@@ -25,15 +25,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
-import enum
 import importlib.metadata
 import json
 import os
 import platform
 import re
-import shlex
 import sys
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from string import Template
 from typing import Any, Iterator, Mapping
@@ -43,7 +41,14 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 from transformers.utils import logging
 
+from .base_model import BaseModelOrigin, is_hub_id, resolve_base_model
+from .card_escape import md_code, md_fence, md_text, visible
 from .collision import neuron_similarity, weight_correlation
+from .hub import hub_offline_flag
+from .logs import logged_metric
+from .non_default import field_default, non_default_fields, plain
+from .portable import portable_command, portable_option, portable_path  # noqa: F401
+from .targets import unwrap_model as _unwrap_model
 
 logger = logging.get_logger(__name__)
 
@@ -113,9 +118,6 @@ RESULT_METRICS = {
     "f1": ("f1", "F1", None),
     "weighted_f1": ("f1", "Weighted F1", {"average": "weighted"}),
 }
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
-
 
 # ==================================================================================================== card data
 
@@ -290,23 +292,12 @@ def card_tags(collision: str, extra: list[str] | str | None = None) -> list[str]
 # ==================================================================================================== helpers
 
 
-def is_hub_id(name: str | None) -> bool:
-    """``"org/model"`` or ``"model"`` that is not a path on this machine."""
-    if not name or not isinstance(name, str):
-        return False
-    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
-        return False
-    return bool(_HUB_ID.match(name)) and ".." not in name and not name.endswith((".git", ".json"))
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _series(history: list[dict[str, Any]], metric: str) -> list[tuple[int, float]]:
     """``(step, value)`` of the aggregate ``ko/<metric>`` (the single target's value when there is one)."""
-    from .trainer import logged_metric
-
     values = [(int(e.get("step", 0)), logged_metric(e, metric)) for e in history]
     return [(step, value) for step, value in values if value is not None]
 
@@ -436,64 +427,12 @@ def ko_field_names() -> tuple[str, ...]:
     return tuple(f.name for f in fields(KOTrainingArguments) if f.init and f.name not in base)
 
 
-def _plain(value: Any) -> Any:
-    """A value as the card and its Python snippet show it: enums by value, sets sorted, tuples as lists."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (set, frozenset)):
-        return sorted((_plain(v) for v in value), key=str)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    return value
-
-
-def _field_default(item: Any) -> Any:
-    if item.default is not MISSING:
-        return item.default
-    if item.default_factory is not MISSING:
-        return item.default_factory()
-    return MISSING
-
-
-def _same_as_default(value: Any, default: Any) -> bool:
-    if value == default:
-        return True
-    if isinstance(value, dict) and isinstance(default, dict):  # keys a serialised config leaves out keep defaults
-        return all(key in default and _same_as_default(item, default[key]) for key, item in value.items())
-    # ``__post_init__`` fills some None / "" defaults in (None -> False, "" -> [], ...): that is still the default
-    return default in (None, "") and value in (None, False, "", [], {})
-
-
-def non_default_fields(obj: Any, values: Mapping[str, Any] | None = None,
-                       skip: set[str] | frozenset[str] = frozenset(),
-                       defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The init fields of dataclass ``obj`` whose value differs from the field's declared default.
-
-    Compares against the dataclass's declared defaults; it never builds a default instance (for
-    ``TrainingArguments`` that would reset accelerate's shared state). ``values`` replaces ``getattr`` (e.g.
-    ``args.to_dict()``); ``defaults`` overrides declared defaults that ``__post_init__`` fills in.
-    """
-    out = {}
-    for item in fields(obj):
-        if not item.init or item.name in skip:
-            continue
-        value = _plain(values[item.name] if values is not None and item.name in values else getattr(obj, item.name))
-        default = (defaults or {}).get(item.name, _field_default(item))
-        if default is MISSING or not _same_as_default(value, _plain(default)):
-            out[item.name] = value
-    return out
-
-
 def _accelerator_config_default() -> dict[str, Any]:
     try:
         from transformers.trainer_pt_utils import AcceleratorConfig
     except ImportError:  # pragma: no cover - moved in another transformers version
         return {}
-    return {f.name: _plain(_field_default(f)) for f in fields(AcceleratorConfig)}
+    return {f.name: plain(field_default(f)) for f in fields(AcceleratorConfig)}
 
 
 def non_default_hyperparameters(args: Any) -> dict[str, Any]:
@@ -511,238 +450,12 @@ def non_default_hyperparameters(args: Any) -> dict[str, Any]:
     }
 
 
-# ==================================================================================================== escaping
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&#$!])")
-
-
-def visible(text: Any) -> str:
-    """``str(text)`` with control characters (newlines, tabs...) written as escapes: one line, nothing hidden."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
-
-
-def md_text(text: Any) -> str:
-    """Plain text for a Markdown body: Markdown and HTML specials backslash-escaped, on one line."""
-    return _MD_SPECIAL.sub(r"\\\1", visible(text))
-
-
-def md_code(text: Any, *, cell: bool = False) -> str:
-    """A code span showing ``text`` literally, whatever backticks it holds (``cell``: inside a table row)."""
-    text = visible(text)
-    if not text:
-        return "*(empty)*"
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text[0] in "` " or text[-1] in "` " else ""
-    span = f"{fence}{pad}{text}{pad}{fence}"
-    return span.replace("|", "\\|") if cell else span
-
-
-def md_fence(content: str, language: str = "") -> str:
-    """A fenced code block that ``content`` cannot close early (its fence is longer than any backtick run in it)."""
-    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", content)), default=0) + 1)
-    return f"{fence}{language}\n{content}\n{fence}"
-
-
-# ==================================================================================================== base model
-
-_CACHE_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<repo>[^/]+)/snapshots/[^/]+/?$")
-_QUOTED_REPO = re.compile(r"""["']([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)["']""")
-
-
-@dataclass
-class BaseModelOrigin:
-    """Where a base model came from: its Hub id when known, the local folder it was loaded from, its license."""
-
-    hub_id: str | None = None
-    path: str | None = None
-    #: where the id of a local folder was found
-    evidence: str | None = None
-    license: str | None = None
-    license_name: str | None = None
-    license_link: str | None = None
-
-
-def _read_card(readme: Path) -> tuple[dict[str, Any], str] | None:
-    if not readme.is_file():
-        return None
-    try:
-        from huggingface_hub import ModelCard
-
-        card = ModelCard.load(readme, ignore_metadata_errors=True)
-        return card.data.to_dict(), card.text
-    except Exception:  # noqa: BLE001 - an unreadable card records nothing
-        return None
-
-
-def _license_of(card: tuple[dict[str, Any], str] | None) -> dict[str, str | None]:
-    meta = card[0] if card else {}
-    value = meta.get("license")
-    if not isinstance(value, str) or not value.strip():
-        return {}
-    return {"license": value.strip(),
-            "license_name": meta.get("license_name") if isinstance(meta.get("license_name"), str) else None,
-            "license_link": meta.get("license_link") if isinstance(meta.get("license_link"), str) else None}
-
-
-def _names_of_card(meta: dict[str, Any], text: str) -> set[str]:
-    """What a model card calls its own model: its first heading and its model-index name(s), lower-cased."""
-    names = set()
-    title = re.search(r"^#[ \t]+(.+?)[ \t#]*$", text, flags=re.MULTILINE)
-    if title:
-        names.add(title.group(1).strip().strip("`*").lower())
-    for entry in meta.get("model-index") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-            names.add(entry["name"].strip().lower())
-    return names
-
-
-def _hub_id_of_folder(folder: Path, card: tuple[dict[str, Any], str] | None) -> tuple[str | None, str | None]:
-    """The Hub id a local model folder records for itself, and where it was found.
-
-    1. a Hugging Face cache snapshot (``models--org--name/snapshots/<sha>``) is that repository;
-    2. a README.md (model card) that names its own repository: an ``owner/name`` id quoted in the card (its
-       usage code, e.g. ``SentenceTransformer('sentence-transformers/all-MiniLM-L6-v2')``) whose ``name`` is
-       the card's title or model-index name;
-    3. config.json's ``_name_or_path`` when it is a Hub id that the README does not mention: a README that
-       mentions it names it as where the model came from (``base_model:``, "we used the pretrained ..."), so the
-       folder holds a model derived from it, not that model.
-    """
-    match = _CACHE_SNAPSHOT.search(folder.resolve().as_posix())
-    if match:
-        repo = match.group("repo").replace("--", "/")
-        if is_hub_id(repo):
-            return repo, "the name of the Hugging Face cache folder"
-    meta, text = card if card else ({}, "")
-    names = _names_of_card(meta, text)
-    for candidate in _QUOTED_REPO.findall(text):
-        if candidate.split("/")[1].lower() in names and is_hub_id(candidate):
-            return candidate, "the folder's README.md, which names its own repository"
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
-    recorded = config.get("_name_or_path") if isinstance(config, dict) else None
-    if isinstance(recorded, str) and is_hub_id(recorded):
-        base_models = meta.get("base_model") or []
-        base_models = [base_models] if isinstance(base_models, str) else list(base_models)
-        if recorded not in base_models and recorded not in text:
-            return recorded, "the folder's config.json (`_name_or_path`)"
-    return None, None
-
-
-def _cached_card(repo_id: str) -> tuple[dict[str, Any], str] | None:
-    """The model card of a Hub model when the local Hugging Face cache holds one (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        path = try_to_load_from_cache(repo_id, "README.md")
-    except Exception:  # noqa: BLE001
-        return None
-    return _read_card(Path(path)) if isinstance(path, str) else None
-
-
-def resolve_base_model(origin: str | os.PathLike | None) -> BaseModelOrigin:
-    """The Hub id and license of the model ``origin`` names (a Hub id, or a local folder), reading only local files.
-
-    A Hub id is taken as it is (its license from the model card in the local Hugging Face cache, when there is
-    one). A local folder gets the Hub id it records for itself (see :func:`_hub_id_of_folder`) and the license
-    of its README.md; the folder stays in ``path``.
-    """
-    if not origin:
-        return BaseModelOrigin()
-    origin = str(origin)
-    folder = Path(origin).expanduser()
-    if not folder.is_dir():
-        if is_hub_id(origin):
-            return BaseModelOrigin(hub_id=origin, **_license_of(_cached_card(origin)))
-        return BaseModelOrigin(path=origin)
-    card = _read_card(folder / "README.md")
-    hub_id, evidence = _hub_id_of_folder(folder, card)
-    return BaseModelOrigin(hub_id=hub_id, path=origin, evidence=evidence, **_license_of(card))
-
-
-def _same_path(a: str, b: str) -> bool:
-    try:
-        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-    except (OSError, RuntimeError):
-        return False
-
-
-def _inside(path: str, folder: str) -> bool:
-    try:
-        return os.path.commonpath([path, folder]) == folder
-    except ValueError:  # different drives
-        return False
-
-
-def portable_path(value: str, cwd: str, base: BaseModelOrigin | None = None, home: str | None = None) -> str:
-    """``value`` as a reproduce command shows it (the rule the README's "Model cards" section documents).
-
-    The base-model folder becomes its Hub id when it records one (the command then runs anywhere). An absolute
-    path becomes relative to ``cwd``, the directory the run started in, when it lies inside it; else ``~/...``
-    when it lies in the home directory (no user name shown); else relative to ``cwd`` with ``..``. Relative
-    paths and everything else stay as typed. So the command holds no absolute path and runs as it is from the
-    directory it ran in.
-    """
-    if base is not None and base.hub_id and base.path and value and _same_path(value, base.path):
-        return base.hub_id
-    if not os.path.isabs(value):
-        return value
-    path = os.path.normpath(value)
-    home = os.path.normpath(home or os.path.expanduser("~"))
-    if _inside(path, os.path.normpath(cwd)):
-        return os.path.relpath(path, cwd)
-    if os.path.isabs(home) and home != os.path.dirname(home) and _inside(path, home):
-        return "~" if path == home else "~/" + Path(os.path.relpath(path, home)).as_posix()
-    try:
-        return os.path.relpath(path, cwd)
-    except ValueError:  # another drive (Windows): no relative form
-        return Path(path).name
-
-
-def portable_command(command: str, cwd: str, base: BaseModelOrigin | None = None,
-                     home: str | None = None) -> str | None:
-    """The reproduce command with :func:`portable_path` applied to every argument (and to ``KEY=path`` parts), so
-    it holds no absolute local path and still runs from ``cwd``; None when it cannot be parsed as shell words."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return None
-    out = []
-    for word in words:
-        if "=" in word and not os.path.isabs(word) and not os.path.exists(word):
-            key, value = word.split("=", 1)
-            out.append(f"{key}={portable_path(value, cwd, base, home)}")
-        else:
-            out.append(portable_path(word, cwd, base, home))
-    return " ".join(_shell_word(w) for w in out)
-
-
-def _shell_word(word: str) -> str:
-    """``shlex.quote``, except that a leading ``~/`` stays outside the quotes (so the shell still expands it)."""
-    if word.startswith("~/") and len(word) > 2:
-        return "~/" + shlex.quote(word[2:]) if shlex.quote(word[2:]) != word[2:] else word
-    return shlex.quote(word)
-
-
 # ==================================================================================================== the model
 
 
 def unwrap_model(model: Any) -> Any:
-    """The model that was trained, under PEFT, ``torch.compile`` and DDP wrappers."""
-    seen = set()
-    while model is not None and id(model) not in seen:
-        seen.add(id(model))
-        if _peft_model(model) is not None:
-            model = model.get_base_model()
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif type(model).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(model, "module"):
-            model = model.module
-        else:
-            break
-    return model
+    """The model that was trained, under PEFT, ``torch.compile`` and DDP wrappers (None for None)."""
+    return None if model is None else _unwrap_model(model)
 
 
 def _peft_model(model: Any) -> Any:
@@ -782,7 +495,7 @@ def adapter_facts(model: Any) -> dict[str, Any] | None:
         "settings": non_default_fields(config, skip=PEFT_SKIPPED_FIELDS),
         "version": version,
         "tags": tags,
-        "quantization": _plain(quantization.to_dict() if hasattr(quantization, "to_dict") else quantization)
+        "quantization": plain(quantization.to_dict() if hasattr(quantization, "to_dict") else quantization)
         if quantization else None,
     }
 
@@ -826,13 +539,11 @@ def similarity_plot_file(target: str) -> str:
 @contextlib.contextmanager
 def hub_required(action: str = "pushing to the Hugging Face Hub") -> Iterator[None]:
     """Turns an offline / connection failure inside the block into an error that says the Hub is needed."""
-    from huggingface_hub import constants
-
-    offline = getattr(constants, "HF_HUB_OFFLINE", False) or os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true")
-    if offline:
+    flag = hub_offline_flag()
+    if flag:
         raise RuntimeError(
-            f"{action} needs the Hugging Face Hub, but HF_HUB_OFFLINE is set. The model and its card (README.md) "
-            "are saved locally in output_dir; unset HF_HUB_OFFLINE, log in (`hf auth login`) and push again."
+            f"{action} needs the Hugging Face Hub, but {flag} is set. The model and its card (README.md) are saved "
+            f"locally in output_dir; unset {flag.split('=')[0]}, log in (`hf auth login`) and push again."
         )
     try:
         yield
@@ -1292,7 +1003,7 @@ def _ko_section(d: KOModelCardData) -> str:
                          + (" (the default: the head)" if targets is None else ""))
         for name, value in d.ko_arguments.items():  # KO settings without a line of their own above
             if name not in KO_FIELDS_SHOWN:
-                lines.append(f"- **{md_code(name)}:** {_code(_plain(value))}")
+                lines.append(f"- **{md_code(name)}:** {_code(plain(value))}")
     if d.targets:
         lines.append("")
         header = "Collision targets" if d.ko_applied else "Watched layers (no collision applied)"
@@ -1469,7 +1180,7 @@ def render_model_card(card_data: KOModelCardData) -> str:
 
 def _py(value: Any) -> str:
     """A Python literal for ``value`` (``ast.literal_eval`` reads it back)."""
-    return repr(_plain(value))
+    return repr(plain(value))
 
 
 def _call(name: str, kwargs: Mapping[str, Any], comments: Mapping[str, str] | None = None) -> str:
@@ -1714,7 +1425,7 @@ def build_card_data(
         options = non_default_fields(finetune_options)
         for key in ("model_name_or_path", "dataset", "tokenizer_name"):
             if isinstance(options.get(key), str):
-                options[key] = _portable_option(options[key], cwd, origin)
+                options[key] = portable_option(options[key], cwd, origin)
         options.setdefault("max_length", d.max_length)
 
     # results: the callback's records, else the log history; explicit metrics win
@@ -1767,14 +1478,6 @@ def build_card_data(
             d.plots_note = (f"*Condensation pictures* were not drawn because matplotlib could not be imported: "
                             f"`{PLOTS_INSTALL_HINT}`, then call `trainer.create_model_card()` again.")
     return d
-
-
-def _portable_option(value: str, cwd: str, origin: BaseModelOrigin) -> str:
-    """A path-valued option (``NAME=path`` too) as the reproduce snippet shows it: see :func:`portable_path`."""
-    if "=" in value and not os.path.exists(value):
-        key, path = value.split("=", 1)
-        return f"{key}={portable_path(path, cwd, origin)}"
-    return portable_path(value, cwd, origin)
 
 
 def write_model_card(trainer: Any, **kwargs: Any) -> Path | None:

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .collision import cosine_similarity_matrix
+from .logs import logged_metric
 
 __all__ = [
     "PLOTS_INSTALL_HINT",
@@ -270,8 +271,6 @@ def comparison_series(
     if layer:
         return {suffix: {name: _steps_and_values(history or [], f"ko/{layer}/{suffix}")
                          for name, history in histories.items()} for suffix, _, _ in _METRICS}
-    from .trainer import logged_metric
-
     series: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for suffix, _, _ in _METRICS:
         series[suffix] = {}

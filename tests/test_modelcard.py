@@ -3,6 +3,7 @@
 import ast
 import copy
 import dataclasses
+import fnmatch
 import html
 import json
 import os
@@ -16,16 +17,20 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from huggingface_hub import ModelCard
+from huggingface_hub import CardData, ModelCard
 from transformers import BertForSequenceClassification, TrainingArguments
 
-from ko_hf import KOTrainer, KOTrainingArguments
+from ko_hf import KOTrainer, KOTrainingArguments, settings
+from ko_hf.card_render import TEMPLATE_PATH
+from ko_hf.card_reproduce import python_snippet
 from ko_hf.data import TextClassificationData
 from ko_hf.finetune import FinetuneOptions, finetune, load_config_file, parse_config
+from ko_hf.settings import KOSetting
 from ko_hf.modelcard import (
     BaseModelOrigin,
     KOModelCardCallback,
     KOModelCardData,
+    card_data_from_arguments,
     is_hub_id,
     ko_field_names,
     non_default_hyperparameters,
@@ -668,3 +673,83 @@ def test_every_ko_argument_is_in_the_reproduce_snippet(hard_trainer, tmp_path):
     args = KOTrainingArguments(**calls["KOTrainingArguments"])
     assert all(getattr(args, name) == getattr(hard_trainer.args, name) for name in ko_fields)
     assert "collision_targets=None,  # the head: classifier.weight" in snippet
+
+
+# ------------------------------------------------------------------ one declaration of the settings, the template
+
+
+DUMMY_SETTING = KOSetting("collision_dummy_knob", float, 0.5, "A setting only this test declares.", key="knob",
+                          label="knob")
+
+
+@pytest.fixture
+def dummy_setting(monkeypatch):
+    monkeypatch.setattr(settings, "KO_SETTINGS", (*settings.KO_SETTINGS, DUMMY_SETTING))
+    return DUMMY_SETTING
+
+
+def test_a_setting_declared_once_reaches_the_card_and_its_snippet(dummy_setting, tmp_path):
+    """The card listed the KO fields of the trainer's dataclass and its own copies of five settings: a setting
+    declared in ko_hf.settings (and set on the arguments) did not show."""
+    args = KOTrainingArguments(output_dir=str(tmp_path / "out"), **{**COMMON, "eval_strategy": "no"},
+                               collision="hard")
+    args.collision_dummy_knob = 0.75
+    trainer = KOTrainer(model=tiny_bert(), args=args, train_dataset=tiny_dataset())
+    card = ModelCard.load(write_model_card(trainer, plots=False))
+    assert "- **knob (`collision_dummy_knob`):** `0.75`" in card.text
+    assert snippet_calls(card)[1]["KOTrainingArguments"]["collision_dummy_knob"] == 0.75
+
+    text = render_model_card(card_data_from_arguments(args))  # from the arguments alone, nothing trained
+    assert "- **knob (`collision_dummy_knob`):** `0.75`" in text and "collision_dummy_knob=0.75," in text
+    soft = KOTrainingArguments(output_dir=str(tmp_path / "soft"), report_to="none", use_cpu=True,
+                               collision="soft", collision_pairing="all")
+    text = render_model_card(card_data_from_arguments(soft))
+    assert "`collision_pairing`" not in text.split("## How to reproduce")[0]  # acts on hard collision only
+    assert "collision_pairing='all'," in text and "collision_dummy_knob=0.5," in text
+
+
+def test_snippet_of_card_data_built_by_hand_names_every_setting():
+    """Without recorded arguments the snippet fell back to five settings: collision_targets was forgotten."""
+    snippet = python_snippet(KOModelCardData(model_name="m", collision="hard", coll_coef=0.3))
+    call = ast.parse(snippet.split("args = ")[1].split("\ntrainer = ")[0]).body[0].value
+    given = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    assert set(settings.setting_names()) <= set(given)
+    assert given["coll_coef"] == 0.3 and given["collision"] == "hard" and given["collision_targets"] is None
+
+
+def test_card_data_is_a_hub_card_data_holding_the_metadata():
+    data = KOModelCardData(model_name="m", collision="hard", coll_coef=0.3, datasets=["acme/x"],
+                           eval_metrics={"accuracy": 0.5})
+    assert isinstance(data, CardData)
+    assert data.coll_coef == 0.3 and data.ko_arguments == {"coll_coef": 0.3}  # ko-hf 0.1's keyword still works
+    card = ModelCard(render_model_card(data))
+    assert card.data.to_dict() == data.to_dict()
+    assert card.data.eval_results[0].dataset_type == "acme/x"
+
+
+def test_the_card_imports_neither_the_trainer_nor_finetune():
+    """modelcard imported the trainer (to read the KO fields, then the logs) and the trainer imports modelcard."""
+    import ko_hf
+
+    root = Path(ko_hf.__file__).parent
+    for name in ("modelcard", "card_data", "card_render", "card_reproduce", "card_escape", "card_plots",
+                 "base_model", "portable", "non_default", "logs", "plots"):
+        imported = set()
+        for node in ast.walk(ast.parse((root / f"{name}.py").read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                module = (node.module or "") if node.level else (node.module or "").removeprefix("ko_hf.")
+                imported |= {module} if module else {alias.name for alias in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name.removeprefix("ko_hf.") for alias in node.names}
+        assert not imported & {"trainer", "finetune"}, name
+
+
+def test_the_card_template_ships_with_the_package():
+    import tomllib
+
+    import ko_hf
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["ko_hf"]
+    shipped = TEMPLATE_PATH.relative_to(Path(ko_hf.__file__).parent).as_posix()
+    assert TEMPLATE_PATH.is_file() and any(fnmatch.fnmatch(shipped, pattern) for pattern in patterns), shipped

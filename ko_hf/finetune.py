@@ -44,13 +44,14 @@ from .arguments import KOArgumentsMixin, KOTrainingArguments
 from .checkpoints import find_resume_checkpoint, verify_checkpoint
 from .data import TextClassificationData, load_text_classification
 from .hub import hub_offline_flag, hub_unreachable, is_cached
+from .logged_metrics import CONDENSATION_METRICS, layer_condensation, logged_metric
 from .lora import apply_lora, check_lora_settings, save_head_config
 from .metrics import compute_metrics
 from .modelcard import KOModelCardCallback
 from .preflight import FinetuneError, check_run_settings, is_main_process, load_config_file, resume_request, truthy
 from .run_folder import RunFolderLock, claim_run_folder, clear_run_results
 from .settings import read_settings
-from .trainer import CONDENSATION_METRICS, KOTrainer, layer_condensation, logged_metric
+from .trainer import KOTrainer
 
 logger = logging.get_logger(__name__)
 

@@ -26,6 +26,7 @@ from .arguments import (  # noqa: F401 - KOTrainingArguments and its helpers, wh
 )
 from .checkpoints import CheckpointError, checkpoint_param_groups, find_resume_checkpoint, verify_checkpoint
 from .collision import neuron_similarity, weight_correlation
+from .logged_metrics import CONDENSATION_METRICS, layer_condensation, logged_metric  # noqa: F401 - also from here
 from .modelcard import KOModelCardCallback, write_model_card
 from .optim import GROUP_STATE_DEFAULTS, CollisionMixin, group_defaults, ko_optimizer_class
 from .settings import DEFAULT_COLL_COEF, ko_setting, ko_settings, setting_names  # noqa: F401
@@ -458,8 +459,6 @@ class _FirstStepCheck(TrainerCallback):
         return control
 
 
-CONDENSATION_METRICS = ("weight_correlation", "neuron_similarity")
-
 _STEP_ARGUMENTS = ("logging_steps", "eval_steps", "save_steps")
 
 
@@ -478,28 +477,6 @@ def _absolute_steps(args: TrainingArguments, max_steps: int):
     finally:
         for name, value in before.items():
             setattr(args, name, value)
-
-
-def logged_metric(entry: dict[str, Any], metric: str) -> float | None:
-    """The aggregate ``ko/<metric>`` of a log entry (or ``collision_metrics()``): logged as such with two or more
-    targets; with one target it is that target's ``ko/<name>/<metric>``. None when the entry has neither."""
-    value = entry.get(f"ko/{metric}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    values = [v for k, v in entry.items() if k.startswith("ko/") and k.endswith(f"/{metric}") and k.count("/") >= 2
-              and isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return float(values[0]) if len(values) == 1 else None
-
-
-def layer_condensation(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """``{"ko/classifier.weight/weight_correlation": x, ...}`` -> ``{"classifier.weight": {"weight_correlation": x}}``:
-    the per-target condensation among ``KOTrainer.collision_metrics()`` (or logged) values."""
-    layers: dict[str, dict[str, float]] = {}
-    for key, value in metrics.items():
-        prefix, _, metric = key.rpartition("/")
-        if metric in CONDENSATION_METRICS and prefix.startswith("ko/") and isinstance(value, (int, float)):
-            layers.setdefault(prefix[len("ko/"):], {})[metric] = float(value)
-    return layers
 
 
 def _prefixed(stats: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -54,8 +54,8 @@ def main() -> None:
         "output folder in use by another run": [*ko, *base, "-o", str(work / "busy")],
         "mistyped command (trian)": [*ko, "trian", "--dataset", "demo"],
         "--set with an unreadable pair": [*ko, *base, "--set", "save_steps", "-o", str(work / "o")],
-        "(checked after the import) --collision elastic": [*ko, *base, "--collision", "elastic", "-o",
-                                                          str(work / "o")],
+        "--collision elastic": [*ko, *base, "--collision", "elastic", "-o", str(work / "o")],
+        "--set coll_coef=2": [*ko, *base, "--set", "coll_coef=2", "-o", str(work / "o")],
     }
     try:
         baseline = statistics.median(timed([sys.executable, "-c", "import ko_hf.finetune"], env)[0]
@@ -77,18 +77,20 @@ def main() -> None:
 
     import torch
 
-    lines = [
+    from ko_hf.markdown import markdown_table
+
+    table = markdown_table(
+        ["mistake", "median (s)", "min (s)", "max (s)", "/ baseline", "first Error line"],
+        [[name, f"{median:.2f}", f"{low:.2f}", f"{high:.2f}", f"{median / baseline:.2f}", error[:110].replace("|", "/")]
+         for name, median, low, high, error in rows],
+        align=["left", "right", "right", "right", "right", "left"])
+    report = "\n".join([
         f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, Python {sys.version.split()[0]}; "
         f"load average before: {os.getloadavg()[0]:.2f}; {cli.repeats} runs per case",
         f"baseline: `python -c 'import ko_hf.finetune'` median {baseline:.2f} s",
         "",
-        "| mistake | median (s) | min (s) | max (s) | / baseline | first Error line |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for name, median, low, high, error in rows:
-        lines.append(f"| {name} | {median:.2f} | {low:.2f} | {high:.2f} | {median / baseline:.2f} | "
-                     f"{error[:110].replace('|', '/')} |")
-    report = "\n".join(lines)
+        table,
+    ])
     print(report)
     if cli.output:
         cli.output.write_text(f"# Time to report a mistake (`ko-finetune`, CPU)\n\n- command: `HF_HUB_OFFLINE=1 python "

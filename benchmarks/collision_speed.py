@@ -43,11 +43,12 @@ from ko_hf.collision import (  # noqa: E402
     soft_collision,
 )
 
-from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE  # noqa: E402
+from ko_hf.settings import DEFAULT_COLL_COEF, ko_setting  # noqa: E402
 
 D = 768
 SOFT_COEF = DEFAULT_COLL_COEF["soft"]
 DSMC_COEF = DEFAULT_COLL_COEF["hard"]
+DEFAULT_DISTANCE_SCALE = ko_setting("collision_distance_scale").default
 TARGET_FRACTION = 0.01
 
 

@@ -27,8 +27,9 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
 from ko_hf import KOAdamW, collision_target_names
-from ko_hf.collision import PAIRINGS
-from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE, DEFAULT_PAIRING
+from ko_hf.settings import DEFAULT_COLL_COEF, PAIRINGS, ko_setting
+
+DEFAULT_PAIRING = ko_setting("collision_pairing").default
 
 
 def build_model(kind: str, num_labels: int) -> torch.nn.Module:
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--soft-coef", type=float, default=DEFAULT_COLL_COEF["soft"])
     parser.add_argument("--hard-coef", type=float, default=DEFAULT_COLL_COEF["hard"])
-    parser.add_argument("--distance-scale", type=float, default=DEFAULT_DISTANCE_SCALE)
+    parser.add_argument("--distance-scale", type=float, default=ko_setting("collision_distance_scale").default)
     parser.add_argument("--pairing", default=",".join(PAIRINGS),
                         help=f"hard collision's pairings to time, comma-separated ({', '.join(PAIRINGS)}; default "
                              f"{DEFAULT_PAIRING} is the library's)")

@@ -8,16 +8,21 @@ word ``train`` left out: :func:`main` inserts it when the first argument is not 
     ko-finetune train bert-base-cased --dataset imdb --collision hard
     ko-finetune demo
 
-Only typer is imported at module level; torch, transformers and ko_hf are imported inside the command bodies, so
-``--help`` is instant, and the settings are checked (:mod:`ko_hf.preflight`, the output folder locked) before
-they are imported, so a mistake is reported at once. Under ``accelerate launch`` / ``torchrun`` every rank runs the
-same command and only rank 0 prints results. Every mistake a user can make is reported as one line ``Error: ...``
-with exit code 2, before any training starts.
+The options of the KO settings are not written here: :func:`train_command` makes one per setting declared in
+:mod:`ko_hf.settings` (flag, help, metavar), and :func:`build_app` builds the app from the table as it is then
+(``app`` is built on first use). Only typer is imported at module level; torch, transformers and ko_hf are imported
+inside the command bodies (and ``ko_hf.settings``, which is light, when the app is built), so ``--help`` is
+instant, and the settings are checked (:mod:`ko_hf.preflight`, the KO settings by their declarations, the output
+folder locked) before torch is imported, so a mistake is reported at once. Under ``accelerate launch`` /
+``torchrun`` every rank runs the same command and only rank 0 prints results. Every mistake a user can make is
+reported as one line ``Error: ...`` with exit code 2, before any training starts.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import shlex
 import sys
 import time
@@ -38,18 +43,10 @@ OUTPUT = "Output & Hub"
 DEMO_SETTINGS = ("none", "soft", "hard")
 DEMO_DEFAULTS = {"epochs": 3.0, "learning_rate": 2e-4, "batch_size": 16, "max_length": 32}
 
-app = typer.Typer(
-    name="ko-finetune",
-    help="Fine-tune a Hugging Face text classifier with KO collisions on its classification head "
-         "(arXiv 2505.14777).\n\n"
-         "[bold]ko-finetune MODEL --dataset NAME|PATH[/bold] is short for [bold]ko-finetune train ...[/bold]; "
-         "run [bold]ko-finetune train --help[/bold] for all its options.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
-    cls=Group,
-)
+APP_HELP = ("Fine-tune a Hugging Face text classifier with KO collisions on its classification head "
+            "(arXiv 2505.14777).\n\n"
+            "[bold]ko-finetune MODEL --dataset NAME|PATH[/bold] is short for [bold]ko-finetune train ...[/bold]; "
+            "run [bold]ko-finetune train --help[/bold] for all its options.")
 
 _ARGV: list[str] | None = None  # the command line main() was given, for the model card's "reproduce" line
 
@@ -72,17 +69,22 @@ def _slug(text: str) -> str:
 
 def default_output_dir(mapping: dict[str, Any]) -> str:
     """``ko-output/<model>-<dataset>-<collision>``."""
+    from ko_hf.settings import ko_setting
+
     model = _slug(mapping.get("model_name_or_path", "model"))
     dataset = str(mapping.get("dataset", "data"))
     dataset = _slug(dataset.split("=", 1)[0] if "=" in dataset else dataset)
-    return str(Path("ko-output") / f"{model}-{dataset}-{mapping.get('collision', 'soft')}")
+    collision = mapping.get("collision", ko_setting("collision").default)
+    return str(Path("ko-output") / f"{model}-{dataset}-{collision}")
 
 
 def build_config(config_file: Optional[Path], flags: dict[str, Any], set_pairs: list[str] | None = None
                  ) -> dict[str, Any]:
     """Run defaults < the ``--config`` file < flags and ``--set`` pairs given on the command line (``None`` = not
-    given); checked (:func:`ko_hf.preflight.check_run_settings`) without importing torch or transformers."""
+    given); checked (:func:`ko_hf.preflight.check_run_settings`, the KO settings by their declarations) without
+    importing torch or transformers."""
     from ko_hf.preflight import RUN_DEFAULTS, check_run_settings, merge_settings
+    from ko_hf.settings import read_settings
 
     mapping = merge_settings(config_file, flags, set_pairs or [], defaults=RUN_DEFAULTS)
     if "model_name_or_path" not in mapping:
@@ -91,6 +93,7 @@ def build_config(config_file: Optional[Path], flags: dict[str, Any], set_pairs: 
     if "dataset" not in mapping:
         raise ValueError("missing --dataset (a recipe name: imdb, snips, demo; a local file or folder; a Hub id), "
                          "or dataset in --config")
+    mapping.update(read_settings(mapping))
     if not mapping.get("output_dir"):
         mapping["output_dir"] = default_output_dir(mapping)
     check_run_settings(mapping)
@@ -161,7 +164,6 @@ SET_HELP = ("Any other setting (repeatable): a --config key and its YAML value. 
             "--set save_steps=200; no checkpoints: --set save_strategy=no; bf16 on a CPU: --set use_cpu=true.")
 
 
-@app.command("train", no_args_is_help=True, cls=Command)
 def train(
     model: Annotated[Optional[str], typer.Argument(
         help="Pretrained encoder: a local model folder or a Hub id (e.g. bert-base-cased).", metavar="MODEL",
@@ -185,28 +187,9 @@ def train(
     max_eval_samples: Annotated[Optional[int], typer.Option(
         help="Cap validation and test at this many examples (stratified).", rich_help_panel=MODEL_DATA,
         show_default=False, metavar="N")] = None,
-    collision: Annotated[Optional[str], typer.Option(
-        help="none (plain AdamW), soft or hard (default: soft).", rich_help_panel=KO, show_default=False,
-        metavar="TYPE")] = None,
-    coll_coef: Annotated[Optional[float], typer.Option(
-        help="Collision coefficient in [0, 1] (default: 0.1 soft, 0.2 hard).", rich_help_panel=KO,
-        show_default=False, metavar="X")] = None,
-    collision_targets: Annotated[Optional[list[str]], typer.Option(
-        help="Weights that collide (repeatable): head (default), pooler, parameter/module names or regexes.",
-        rich_help_panel=KO, show_default=False, metavar="NAME")] = None,
-    distance_scale: Annotated[Optional[float], typer.Option(
-        help="λ of hard collision's acceptance exp(-λ‖w_i - w_j‖) (default: 0.05; the paper uses 1).",
-        rich_help_panel=KO, show_default=False, metavar="X")] = None,
-    pairing: Annotated[Optional[str], typer.Option(
-        help="Hard collision's pairs: dsmc (a random perfect matching each step, one collision per neuron, "
-             "energy-conserving) or all (Eq. 8 as printed, every accepted pair at once; ko-hf 0.1) (default: dsmc).",
-        rich_help_panel=KO, show_default=False, metavar="NAME")] = None,
-    include_self: Annotated[Optional[bool], typer.Option(
-        "--include-self/--no-include-self", help="Soft collision: keep the diagonal of S (Alg. 2 read literally).",
-        rich_help_panel=KO, show_default=False, metavar=FLAG)] = None,
     lora: Annotated[Optional[bool], typer.Option(
         "--lora/--no-lora", help='Train LoRA adapters in the encoder, the head in full (needs pip install '
-        '"ko-hf[lora]").', rich_help_panel=LORA, show_default=False, metavar=FLAG)] = None,
+        '"ko-hf\\[lora]").', rich_help_panel=LORA, show_default=False, metavar=FLAG)] = None,
     lora_r: Annotated[Optional[int], typer.Option(
         help="LoRA rank (default: 8).", rich_help_panel=LORA, show_default=False, metavar="N")] = None,
     lora_alpha: Annotated[Optional[float], typer.Option(
@@ -266,17 +249,17 @@ def train(
     plots: Annotated[Optional[bool], typer.Option(
         "--plots/--no-plots", help="Draw the model card's condensation pictures (default: plots).",
         rich_help_panel=OUTPUT, show_default=False, metavar=FLAG)] = None,
+    **ko_values: Any,
 ) -> None:
     """Fine-tune MODEL on a dataset with KO collisions on its head, then evaluate, save and write a model card.
 
     [bold]ko-finetune bert-base-cased --dataset imdb --collision hard[/bold]
     """
+    # ko_values: the options of the KO settings (train_command), by setting name: the YAML and --set keys
     flags = {
         "model_name_or_path": model, "dataset": dataset, "text_column": text_column, "label_column": label_column,
         "max_length": max_length, "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples,
-        "collision": collision, "coll_coef": coll_coef, "collision_targets": collision_targets or None,
-        "collision_distance_scale": distance_scale, "collision_pairing": pairing,
-        "collision_include_self": include_self,
+        **{name: value or None if isinstance(value, (list, tuple)) else value for name, value in ko_values.items()},
         "lora": lora, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
         "lora_target_modules": lora_target_modules or None,
         "num_train_epochs": epochs, "max_steps": max_steps, "learning_rate": learning_rate,
@@ -305,6 +288,40 @@ def train(
         print_run_summary(result, title)
 
 
+def ko_option(setting: Any) -> inspect.Parameter:
+    """The ``train`` option of one KO setting (:class:`ko_hf.settings.KOSetting`): its flag and aliases, help,
+    metavar, in the KO panel; a flag pair ``--x/--no-x`` for a boolean, repeatable for a list. Not given = ``None``
+    (the config's value, else the default); the value is checked by the setting in :func:`build_config`."""
+    names = [setting.cli_flag, *(f"--{alias}" for alias in setting.aliases)]
+    if setting.type is bool:
+        names = [f"{name}/--no-{name[2:]}" for name in names]
+    option = typer.Option(*names, help=setting.help, rich_help_panel=KO, show_default=False,
+                          metavar=FLAG if setting.type is bool else setting.metavar)
+    kind = list[str] if setting.type is list else setting.type
+    return inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[Optional[kind], option])
+
+
+def train_command() -> Any:
+    """:func:`train` as Typer reads it: its ``**ko_values`` replaced by one option per KO setting declared now
+    (:func:`ko_hf.settings.ko_settings`), after the model & data options."""
+    from ko_hf.settings import ko_settings
+
+    def command(**values: Any) -> None:
+        train(**values)
+
+    functools.update_wrapper(command, train)
+    del command.__wrapped__  # Typer reads this signature, not train's
+    written = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(train, eval_str=True).parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    at = [p.name for p in written].index("max_eval_samples") + 1
+    parameters = [*written[:at], *map(ko_option, ko_settings()), *written[at:]]
+    command.__signature__ = inspect.Signature(parameters, return_annotation=None)
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    return command
+
+
 # --------------------------------------------------------------------------------------------------- demo
 
 
@@ -324,7 +341,6 @@ def _parse_demo_settings(text: str) -> list[str]:
     return list(dict.fromkeys(settings))
 
 
-@app.command("demo", cls=Command)
 def demo(
     output_dir: Annotated[Path, typer.Option(help="One sub-folder per setting: minilm-demo-SETTING.",
                                              metavar="DIR")] = Path("ko-demo-output"),
@@ -398,19 +414,35 @@ def demo(
 
 # --------------------------------------------------------------------------------------------------- entry point
 
-# Subcommands kept in their own module of this package (they import torch only inside their bodies).
-try:
-    from .compare_command import compare as _compare
-except ModuleNotFoundError as _err:  # a layout without `compare`
-    if _err.name != f"{__package__}.compare_command":
-        raise
-else:
+def build_app() -> typer.Typer:
+    """The ``ko-finetune`` app, its ``train`` options generated from the KO settings as declared now."""
+    from .compare_command import compare
+
+    app = typer.Typer(name="ko-finetune", help=APP_HELP, no_args_is_help=True, add_completion=False,
+                      rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]}, cls=Group)
+    app.command("train", no_args_is_help=True, cls=Command)(train_command())
+    app.command("demo", cls=Command)(demo)
     app.command("compare", cls=Command, short_help="Compare collision settings over several seeds: mean ± std, "
-                "paired differences to AdamW with confidence intervals.")(_compare)
+                "paired differences to AdamW with confidence intervals.")(compare)
+    return app
+
+
+@functools.cache
+def get_app() -> typer.Typer:
+    """The app, built on first use: importing this module imports nothing of ko_hf (``ko_hf.settings`` is read
+    when the app is built)."""
+    return build_app()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # ``from ko_hf_cli.main import app``
+        return get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def command_names() -> set[str]:
     """Names of the registered subcommands (and sub-apps)."""
+    app = get_app()
     names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands if c.callback}
     names |= {g.name for g in app.registered_groups if g.name}
     return names
@@ -450,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     except CommandTypo as err:
         fail(err)
         sys.exit(2)
-    app(args=args, prog_name="ko-finetune")
+    get_app()(args=args, prog_name="ko-finetune")
 
 
 if __name__ == "__main__":

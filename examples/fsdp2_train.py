@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ko_hf.settings import COLLISION_TYPES, DEFAULT_COLL_COEF, ko_setting
+
 
 def build_model(args: argparse.Namespace) -> torch.nn.Module:
     from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
@@ -67,7 +69,8 @@ def ko_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.opti
     groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
     for name, param in targets.items():
         groups.append({"params": [param], "collision": args.collision, "coll_coef": args.coef,
-                       "collision_distance_scale": 0.05, "collision_seed": args.seed, "collision_names": [name]})
+                       "collision_distance_scale": ko_setting("collision_distance_scale").default,
+                       "collision_seed": args.seed, "collision_names": [name]})
     return KOAdamW(groups, lr=args.lr, weight_decay=0.01)
 
 
@@ -88,8 +91,9 @@ def main() -> None:
                         help="unsharded reference: take this many processes' batches per step in one process")
     parser.add_argument("--length", type=int, default=12)
     parser.add_argument("--num-labels", type=int, default=3)
-    parser.add_argument("--collision", default="hard", choices=["none", "soft", "hard"])
-    parser.add_argument("--coef", type=float, default=0.2, help="coll_coef (1.0: every pair collides)")
+    parser.add_argument("--collision", default="hard", choices=COLLISION_TYPES)
+    parser.add_argument("--coef", type=float, default=DEFAULT_COLL_COEF["hard"],
+                        help="coll_coef (1.0: every pair collides)")
     parser.add_argument("--targets", nargs="+", default=["head", "pooler"])
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=11)

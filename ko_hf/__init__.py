@@ -30,7 +30,7 @@ _LAZY = {
     "collision_generator_seed": "optim",
     "collision_target_names": "targets",
     "KOTrainer": "trainer",
-    "KOTrainingArguments": "trainer",
+    "KOTrainingArguments": "arguments",
     "load_text_classification": "data",
     "DATASET_RECIPES": "data",
 }

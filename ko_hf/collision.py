@@ -32,6 +32,8 @@ import numbers
 
 import torch
 
+from .settings import PAIRINGS
+
 __all__ = [
     "PAIRINGS",
     "MAX_SPEEDS",
@@ -47,8 +49,6 @@ __all__ = [
     "accepted_pair_fraction",
 ]
 
-#: How hard collision forms its pairs: DSMC candidate pairs (a random perfect matching) or Eq. 8's all pairs.
-PAIRINGS = ("dsmc", "all")
 #: What normalises the relative speed in Eq. 7 under DSMC pairing: the largest relative speed over all
 #: ``N (N - 1) / 2`` pairs (Eq. 7's ``max g_r`` as written) or over this step's candidate pairs only.
 MAX_SPEEDS = ("all_pairs", "candidates")

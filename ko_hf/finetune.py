@@ -12,13 +12,15 @@ Library code: nothing is printed; progress goes through ``transformers.utils.log
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 import os
 import statistics
 import time
-import typing
-from collections.abc import Callable
+from argparse import Action, ArgumentTypeError
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +34,24 @@ from transformers import (
     HfArgumentParser,
     TrainerCallback,
 )
+from transformers.hf_argparser import string_to_bool
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 from transformers.trainer_callback import ExportableState, PrinterCallback, ProgressCallback
 from transformers.utils import logging
 
+from . import arguments
+from .arguments import KOArgumentsMixin, KOTrainingArguments
 from .checkpoints import find_resume_checkpoint, verify_checkpoint
 from .data import TextClassificationData, load_text_classification
 from .hub import hub_offline_flag, hub_unreachable, is_cached
+from .logged_metrics import CONDENSATION_METRICS, layer_condensation, logged_metric
+from .lora import apply_lora, check_lora_settings, save_head_config
 from .metrics import compute_metrics
+from .modelcard import KOModelCardCallback
 from .preflight import FinetuneError, check_run_settings, is_main_process, load_config_file, resume_request, truthy
 from .run_folder import RunFolderLock, claim_run_folder, clear_run_results
-from .trainer import CONDENSATION_METRICS, KOTrainer, KOTrainingArguments, layer_condensation, logged_metric
+from .settings import read_settings
+from .trainer import KOTrainer
 
 logger = logging.get_logger(__name__)
 
@@ -222,54 +231,90 @@ class StepProgressCallback(TrainerCallback):
 # --------------------------------------------------------------------------------------------------- config
 
 
+def _arguments_class() -> type:
+    """``ko_hf.arguments.KOTrainingArguments``, looked up at call time: a class rebuilt there with settings added
+    since (:func:`ko_hf.arguments.ko_arguments_class`) is what configs are parsed into."""
+    return arguments.KOTrainingArguments
+
+
 def config_keys() -> dict[str, type]:
     """Every key a config mapping may hold -> the dataclass it belongs to."""
-    return {f.name: cls for cls in (FinetuneOptions, KOTrainingArguments) for f in fields(cls) if f.init}
+    return {f.name: cls for cls in (FinetuneOptions, _arguments_class()) for f in fields(cls) if f.init}
 
 
-def _scalar_type(annotation: Any) -> type | None:
-    """``float`` for ``float``, ``float | None``, ... (None for anything else)."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    scalars = [a for a in args if a in (bool, int, float)]
-    return scalars[0] if len(scalars) == 1 and len(args) == 1 else None
+_TEXT_BOOLS = {"on": "true", "off": "false"}  # besides string_to_bool's yes/no, true/false, t/f, y/n, 1/0
 
 
-def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """Strings -> numbers/booleans where the field wants one: YAML reads ``2e-5`` (no dot) as a string."""
+def _typed_value(key: str, value: Any, kind: Any, choices: Any, wanted: str = "{}") -> Any:
+    """One config value read as ``HfArgumentParser`` reads its field (the argparse ``type`` and ``choices``): text
+    converted by the field's type (YAML reads ``2e-5`` as text), a value of another type refused, a choice
+    checked. ``wanted``: how the error names the type (``"list of {}"`` for an item of a list)."""
+    def bad() -> FinetuneError:
+        name = "bool (true or false)" if kind is string_to_bool else getattr(kind, "__name__", str(kind))
+        return FinetuneError(f"{key} must be a {wanted.format(name)}, got {value!r}")
+
+    if value is None or isinstance(value, Enum):
+        return value
+    if kind is string_to_bool:
+        if isinstance(value, str):
+            try:
+                return string_to_bool(_TEXT_BOOLS.get(value.strip().lower(), value.strip()))
+            except ArgumentTypeError:
+                raise bad() from None
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if kind in (int, float):
+        if isinstance(value, str):
+            try:
+                return kind(value.strip())
+            except ValueError:
+                raise bad() from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise bad()
+        return int(value) if kind is int else value
+    if value is False and key != "resume_from_checkpoint":
+        value = "no"  # YAML 1.1 reads `save_strategy: no` as False
+    if choices is not None:
+        chosen = kind(value) if isinstance(value, str) and kind is not None else value
+        if chosen not in choices:
+            raise FinetuneError(f"{key}={value!r} is invalid; valid: {', '.join(map(str, choices))}")
+        return chosen
+    return value
+
+
+def _typed_field(key: str, value: Any, action: Action) -> Any:
+    if action.nargs != "+":
+        return _typed_value(key, value, action.type, action.choices)
+    if not isinstance(value, (list, tuple)):  # a single text stays as given (peft's "all-linear", one module name)
+        return value
+    if action.type is str and not all(isinstance(item, str) for item in value):
+        raise FinetuneError(f"{key} must be a list of str, got {value!r}")
+    return [_typed_value(key, item, action.type, action.choices, "list of {}") for item in value]
+
+
+def typed_config(parser: HfArgumentParser, mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """``mapping``'s values type-checked against the fields of ``parser``'s dataclasses as ``HfArgumentParser``
+    reads them from a command line (:class:`FinetuneError` naming the key, the value and the type or the choices),
+    the KO settings by their declarations (:func:`ko_hf.settings.read_settings`). Keys of no field stay as they
+    are."""
+    actions: dict[str, Action] = {}
+    for action in parser._actions:  # the field's own action, not its --no_<field> complement
+        actions.setdefault(action.dest, action)
     try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: leave the values as they are
-        return values
-    out = dict(values)
-    for key, value in values.items():
-        wanted = _scalar_type(hints.get(key))
-        if value is False and key != "resume_from_checkpoint" and hints.get(key) is not None \
-                and bool not in (hints[key], *typing.get_args(hints[key])):
-            out[key] = "no"  # YAML 1.1 reads `save_strategy: no` as False
-            continue
-        if not isinstance(value, str) or wanted is None:
-            continue
-        text = value.strip()
-        try:
-            if wanted is bool:
-                lowered = text.lower()
-                if lowered not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
-                    raise ValueError
-                out[key] = lowered in ("true", "yes", "1", "on")
-            elif wanted is int:
-                out[key] = int(text)
-            else:
-                out[key] = float(text)
-        except ValueError:
-            raise FinetuneError(f"{key} must be a {wanted.__name__}, got {value!r}") from None
-    return out
+        ko = read_settings(mapping)
+    except ValueError as err:
+        raise FinetuneError(str(err)) from None
+    return {key: ko[key] if key in ko else _typed_field(key, value, actions[key]) if key in actions else value
+            for key, value in mapping.items()}
 
 
 def parse_config(mapping: dict[str, Any]) -> tuple[FinetuneOptions, KOTrainingArguments]:
     """A flat mapping of :class:`FinetuneOptions` + ``KOTrainingArguments`` fields -> both dataclasses.
 
-    Unknown keys raise :class:`FinetuneError` naming them (with close matches); invalid values raise the
-    dataclasses' own ``ValueError`` (e.g. a bad ``collision`` name or ``coll_coef``).
+    Unknown keys raise :class:`FinetuneError` naming them (with close matches); so does a value of the wrong type
+    (checked as ``HfArgumentParser`` reads the field) or a bad KO setting; the dataclasses raise their own
+    ``ValueError`` for the rest (e.g. an ``eval_strategy`` that needs ``eval_steps``).
     """
     check_run_settings(mapping)
     known = config_keys()
@@ -285,10 +330,8 @@ def parse_config(mapping: dict[str, Any]) -> tuple[FinetuneOptions, KOTrainingAr
                if f.init and f.default is MISSING and f.default_factory is MISSING and f.name not in mapping]
     if missing:
         raise FinetuneError(f"missing required setting(s): {missing}")
-    mapping = _machine_settings(mapping)
-    values = {**_coerce(FinetuneOptions, {k: v for k, v in mapping.items() if known[k] is FinetuneOptions}),
-              **_coerce(KOTrainingArguments, {k: v for k, v in mapping.items() if known[k] is KOTrainingArguments})}
-    parser = HfArgumentParser((FinetuneOptions, KOTrainingArguments))
+    parser = HfArgumentParser((FinetuneOptions, _arguments_class()))
+    values = typed_config(parser, _machine_settings(mapping))
     try:
         options, args = parser.parse_dict(values, allow_extra_keys=False)
     except TypeError as err:  # e.g. a list where a number is needed
@@ -473,7 +516,7 @@ def prepare_finetune(options: FinetuneOptions, args: KOTrainingArguments, *, cal
     progress bar and log dicts (:class:`StepProgressCallback`, labelled ``progress_label``).
     Raises :class:`FinetuneError` / :class:`~ko_hf.data.DatasetError` (both ``ValueError``) on bad input.
     """
-    if not isinstance(args, KOTrainingArguments):
+    if not isinstance(args, KOArgumentsMixin):
         raise FinetuneError(f"finetune needs KOTrainingArguments, got {type(args).__name__}")
     flag = hub_offline_flag()
     if args.push_to_hub and flag is not None:
@@ -502,8 +545,6 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
     config, local_only = _load_model_config(model_name)
     _check_sequence_classification(model_name, config)
     if options.lora:
-        from .lora import check_lora_settings
-
         check_lora_settings(options.lora_r, options.lora_alpha, options.lora_dropout, options.lora_target_modules,
                             config.model_type)
     tokenizer = _load_tokenizer(options.tokenizer_name or model_name, local_only)
@@ -538,8 +579,6 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if options.lora:
-        from .lora import apply_lora
-
         model = apply_lora(model, r=options.lora_r, alpha=options.lora_alpha, dropout=options.lora_dropout,
                            target_modules=options.lora_target_modules, collision_targets=args.collision_targets)
 
@@ -577,18 +616,12 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
 def _card_callbacks(options: FinetuneOptions, callbacks: list | None) -> list:
     """The user's callbacks, plus a model-card callback that knows ``options.plots`` (unless one is given)."""
     callbacks = list(callbacks or [])
-    try:
-        from .modelcard import KOModelCardCallback
-    except ImportError:  # an older layout without the KO model card
-        return callbacks
     if not any(isinstance(c, KOModelCardCallback) for c in callbacks):
         callbacks.append(KOModelCardCallback(plots=options.plots))
     return callbacks
 
 
 def _card_kwargs(trainer: KOTrainer, prepared: PreparedFinetune) -> dict[str, Any]:
-    import inspect
-
     options, data = prepared.options, prepared.data
     kwargs: dict[str, Any] = {
         "model_name": Path(prepared.args.output_dir).name,
@@ -661,8 +694,6 @@ def _run(prepared: PreparedFinetune) -> FinetuneResult:
         trainer.save_metrics("head", {f"head_{k}": v for k, v in head_metrics.items()})
     trainer.save_state()
     if prepared.options.lora and trainer.is_world_process_zero():  # before the upload: it goes with the adapter
-        from .lora import save_head_config
-
         save_head_config(trainer.model, args.output_dir)  # the labels, for ko_hf.lora.load_lora_classifier
     card_kwargs = _card_kwargs(trainer, prepared)
     if args.push_to_hub:  # saves the model, writes the card and uploads, once

@@ -11,30 +11,34 @@ collision, live in the parameter groups as primitives, so they round-trip throug
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Iterable
 
 import torch
 from transformers.utils import logging
 
-from .collision import PAIRINGS, candidate_pairs, check_coef, hard_collision_with_count, row_cosines, soft_collision
+from .collision import candidate_pairs, hard_collision_with_count, row_cosines, soft_collision
+from .settings import COLLISION_TYPES, PAIRINGS, ko_setting, ko_settings  # noqa: F401 - importable from here too
+from .settings import group_defaults as setting_group_defaults
 
 logger = logging.get_logger(__name__)
 
-COLLISION_TYPES = ("none", "soft", "hard")
+#: Param-group keys that are state, not settings: the hard-collision step counter (it continues across a resume)
+#: and the targets' names (for logging).
+GROUP_STATE_DEFAULTS: dict[str, Any] = {"collision_step": 0, "collision_names": None}
 
-# Keys a flagged parameter group may carry, with their defaults. A group without ``collision_pairing`` (built by
-# hand, or saved by ko-hf 0.1, which had no such key) pairs as 0.1 did: Eq. 8's "all".
-GROUP_DEFAULTS: dict[str, Any] = {
-    "collision": "none",
-    "coll_coef": 0.0,
-    "collision_distance_scale": 1.0,
-    "collision_pairing": "all",
-    "collision_include_self": False,
-    "collision_seed": 0,
-    "collision_step": 0,
-    "collision_names": None,
-}
+
+def group_defaults() -> dict[str, Any]:
+    """Every key a flagged parameter group may carry, with what a group without it means: each setting's group
+    default (:func:`ko_hf.settings.group_defaults`; e.g. a group without ``collision_pairing``, built by hand or
+    saved by ko-hf 0.1, pairs as 0.1 did: Eq. 8's "all"), then the state keys."""
+    return {**setting_group_defaults(), **GROUP_STATE_DEFAULTS}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GROUP_DEFAULTS":  # read at access time, so that a setting added to the table is in it
+        return group_defaults()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _MASK64 = (1 << 64) - 1
 
@@ -58,22 +62,21 @@ def collision_generator_seed(seed: int, step: int, group_index: int = 0) -> int:
 def validate_collision_settings(
     collision: Any, coef: Any, distance_scale: Any = 1.0, *, where: str = "collision", pairing: Any = "all"
 ) -> None:
-    """Raises ``ValueError`` naming the bad value and what is valid."""
-    if collision not in COLLISION_TYPES:
-        raise ValueError(f"{where}={collision!r} is not a collision type; valid: {', '.join(COLLISION_TYPES)}")
-    try:
-        check_coef(coef)
-    except ValueError:
-        raise ValueError(f"coll_coef={coef!r} is invalid; it must be a number in [0, 1]") from None
-    if pairing not in PAIRINGS:
-        raise ValueError(f"collision_pairing={pairing!r} is not a pairing; valid: {', '.join(PAIRINGS)}")
-    if (
-        isinstance(distance_scale, bool)
-        or not isinstance(distance_scale, (int, float))
-        or not math.isfinite(distance_scale)
-        or distance_scale < 0
-    ):
-        raise ValueError(f"collision_distance_scale={distance_scale!r} is invalid; it must be a finite number >= 0")
+    """Raises ``ValueError`` naming the bad value and what is valid (the checks of :mod:`ko_hf.settings`)."""
+    ko_setting("collision").validate(collision, where)
+    check_group_settings({"coll_coef": coef, "collision_distance_scale": distance_scale,
+                          "collision_pairing": pairing})
+
+
+def check_group_settings(group: dict[str, Any]) -> None:
+    """Each setting that ``group`` carries, checked by its declaration; a param group holds the values themselves,
+    so ``None`` ("derive it") is refused too."""
+    for setting in ko_settings():
+        if setting.in_group and setting.name in group:
+            value = group[setting.name]
+            if value is None:
+                raise setting.error(value)
+            setting.validate(value)
 
 
 def _as_rows(tensor: torch.Tensor) -> torch.Tensor:
@@ -130,12 +133,9 @@ class CollisionMixin:
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         collision = param_group.get("collision", "none")
         if collision != "none":
-            for key, default in GROUP_DEFAULTS.items():
+            for key, default in group_defaults().items():
                 param_group.setdefault(key, default)
-            validate_collision_settings(
-                collision, param_group["coll_coef"], param_group["collision_distance_scale"],
-                pairing=param_group["collision_pairing"],
-            )
+            check_group_settings(param_group)
             params = param_group["params"]
             params = [params] if isinstance(params, torch.Tensor) else list(params)
             param_group["params"] = params
@@ -172,7 +172,7 @@ class CollisionMixin:
                     continue
                 weight, grad = _whole_rows(param)
                 accepted = None
-                pairing = group.get("collision_pairing", GROUP_DEFAULTS["collision_pairing"])
+                pairing = group.get("collision_pairing", ko_setting("collision_pairing").group_default)
                 if collision == "soft":
                     new_grad = soft_collision(
                         weight, grad, group["coll_coef"], include_self=group["collision_include_self"]

@@ -11,10 +11,9 @@ searches it; ``KOTrainer`` re-derives it per trial, so ``"none"``, ``"soft"`` an
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping, Sequence
 
-from .optim import COLLISION_TYPES
+from .settings import COLLISION_TYPES, ko_setting
 
 __all__ = ["ko_hp_space", "settings_from_trial"]
 
@@ -24,21 +23,26 @@ COEF_PARAM = "{collision}_coll_coef"
 Range = tuple[float, float]
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _valid(name: str, value: Any) -> bool:
+    try:
+        ko_setting(name).validate(value)
+    except ValueError:
+        return False
+    return value is not None
 
 
 def _check_coef_spec(spec: Any, where: str) -> None:
-    """A ``(low, high)`` range, a list of values or one value, all in [0, 1]."""
+    """A ``(low, high)`` range, a list of values or one value, each a valid ``coll_coef``."""
+    coef = ko_setting("coll_coef")
     if isinstance(spec, tuple):
-        if len(spec) != 2 or not all(map(_is_number, spec)) or not 0 <= spec[0] <= spec[1] <= 1:
-            raise ValueError(f"{where}={spec!r} is invalid; a range (low, high) needs 0 <= low <= high <= 1")
+        if len(spec) != 2 or not all(_valid(coef.name, v) for v in spec) or spec[0] > spec[1]:
+            raise ValueError(f"{where}={spec!r} is invalid; a range (low, high) needs {coef.low:g} <= low <= high "
+                             f"<= {coef.high:g}")
         return
     values = spec if isinstance(spec, list) else [spec]
-    bad = [v for v in values if not _is_number(v) or not 0 <= v <= 1]
-    if bad or not values:
+    if not values or not all(_valid(coef.name, v) for v in values):
         raise ValueError(f"{where}={spec!r} is invalid; give a (low, high) range, a list of values or one value, "
-                         "each coll_coef a number in [0, 1]")
+                         f"each coll_coef: {coef.what_is_valid()}")
 
 
 def _suggest(trial: Any, name: str, spec: Any) -> float:
@@ -83,7 +87,8 @@ def ko_hp_space(
             _check_coef_spec(spec, f"coll_coef[{collision!r}]" if isinstance(coll_coef, Mapping) else "coll_coef")
     if distance_scale is not None:
         low, high = distance_scale
-        if not (0 < low <= high and math.isfinite(high)):
+        if not (_valid("collision_distance_scale", low) and _valid("collision_distance_scale", high)
+                and 0 < low <= high):  # searched log-uniformly: low > 0
             raise ValueError(f"distance_scale={distance_scale!r} is invalid; a range (low, high) with 0 < low <= high")
 
     def hp_space(trial: Any) -> dict[str, Any]:

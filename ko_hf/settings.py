@@ -69,6 +69,8 @@ class KOSetting:
     metavar: str = "X"
     #: Shown in one-line descriptions of a run (``describe``); the seed is not.
     described: bool = True
+    #: What one of the ``choices`` is called in an error: ``collision='x' is not a collision type; valid: ...``.
+    noun: str = ""
 
     @property
     def in_group(self) -> bool:
@@ -98,6 +100,8 @@ class KOSetting:
         return f"it must be {kind}"
 
     def error(self, value: Any, where: str = "") -> ValueError:
+        if self.choices and self.noun:
+            return ValueError(f"{where or self.name}={value!r} is not a {self.noun}; {self.what_is_valid()}")
         return ValueError(f"{where or self.name}={value!r} is invalid; {self.what_is_valid()}")
 
     def validate(self, value: Any, where: str = "") -> Any:
@@ -168,8 +172,8 @@ def _derived_seed(values: Mapping[str, Any]) -> int | None:
 KO_SETTINGS: tuple[KOSetting, ...] = (
     KOSetting(
         "collision", str, "soft", "Collision applied to the targets' gradients before each optimizer step: none "
-        "(plain AdamW), soft or hard.", group_default="none", choices=COLLISION_TYPES, label="collision",
-        applies_to=COLLISION_TYPES, metavar="TYPE"),
+        "(plain AdamW), soft (default) or hard.", group_default="none", choices=COLLISION_TYPES,
+        label="collision", applies_to=COLLISION_TYPES, metavar="TYPE", noun="collision type"),
     KOSetting(
         "coll_coef", float, None, "Collision coefficient in [0, 1] (default: 0.1 soft, 0.2 hard; see README).",
         group_default=0.0, low=0.0, high=1.0, optional=True, derive=_derived_coef, key="coef", label="coef"),
@@ -181,7 +185,7 @@ KO_SETTINGS: tuple[KOSetting, ...] = (
         "collision_pairing", str, "dsmc", "Hard collision's pairs: dsmc (a random perfect matching each step, each "
         "candidate pair tested by Eq. 7 and collided once: energy-conserving) or all (Eq. 8 as printed, every "
         "accepted pair at once; ko-hf 0.1) (default: dsmc).", group_default="all", choices=PAIRINGS,
-        flag="pairing", key="pairing", label="pairing", applies_to=("hard",), metavar="NAME"),
+        flag="pairing", key="pairing", label="pairing", applies_to=("hard",), metavar="NAME", noun="pairing"),
     KOSetting(
         "collision_targets", list, None, "Weights that collide (repeatable): presets head (default) and pooler, "
         "parameter/module names or regexes, like optim_target_modules.", key="targets", label="targets",
@@ -235,6 +239,22 @@ def validate_settings(values: Mapping[str, Any], names: Iterable[str] | None = N
     for setting in ko_settings():
         if setting.name in values and (wanted is None or setting.name in wanted):
             out[setting.name] = setting.validate(values[setting.name])
+    return out
+
+
+def read_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The KO settings among ``values`` (a YAML recipe, ``--set`` pairs, flags) as typed, validated values: text
+    read by :meth:`KOSetting.parse` where the setting is a number or a flag (YAML reads ``5e-1`` as text), the
+    rest validated as given. A text for a list is one name (a regex may hold ``+``). ``ValueError`` names the first
+    bad one."""
+    out = {}
+    for setting in ko_settings():
+        if setting.name in values:
+            value = values[setting.name]
+            if isinstance(value, str) and setting.type in (bool, int, float):
+                out[setting.name] = setting.parse(value)
+            else:
+                out[setting.name] = setting.validate(value)
     return out
 
 

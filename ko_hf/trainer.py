@@ -1,9 +1,9 @@
-"""``KOTrainingArguments`` and ``KOTrainer``: Hugging Face ``Trainer`` with KO collisions on the head."""
+"""``KOTrainer``: Hugging Face ``Trainer`` with KO collisions on the head (its arguments, ``KOTrainingArguments``,
+are in :mod:`ko_hf.arguments` and importable from here too)."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,143 +14,36 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_optimizer import is_optimizer_factory
 from transformers.utils import logging
 
+from .arguments import (  # noqa: F401 - KOTrainingArguments and its helpers, where ko-hf 0.1 had them
+    FACTORY_OPTIM_PREFIXES,
+    SUPPORTED_OPTIMS,
+    KOArgumentsMixin,
+    KOTrainingArguments,
+    check_optim_supports_collisions,
+    derived_defaults,
+    optim_name,
+    validate_ko_arguments,
+)
 from .checkpoints import CheckpointError, checkpoint_param_groups, find_resume_checkpoint, verify_checkpoint
-from .collision import PAIRINGS, neuron_similarity, weight_correlation
-from .optim import COLLISION_TYPES, GROUP_DEFAULTS, CollisionMixin, ko_optimizer_class, validate_collision_settings
-from .targets import collision_target_parameters, unwrapped_named_parameters, warn_two_class_targets
+from .collision import neuron_similarity, weight_correlation
+from .logged_metrics import CONDENSATION_METRICS, layer_condensation, logged_metric  # noqa: F401 - also from here
+from .modelcard import KOModelCardCallback, write_model_card
+from .optim import GROUP_STATE_DEFAULTS, CollisionMixin, group_defaults, ko_optimizer_class
+from .settings import DEFAULT_COLL_COEF, ko_setting, ko_settings, setting_names  # noqa: F401
+from .targets import _peft_classes, collision_target_parameters, unwrapped_named_parameters, warn_two_class_targets
 
 logger = logging.get_logger(__name__)
 
-#: Default ``coll_coef`` per collision type, ``collision_distance_scale`` (λ) and ``collision_pairing`` of hard
-#: collision; README, "Defaults", gives the measurements behind them (benchmarks/results/acceptance.md). Under DSMC
-#: pairing, coef 0.2 and λ 0.05 accept 14-45 % of the candidate pairs of real class heads and keep the mean per-row
-#: cos(g*, g) at +0.73 to +0.90; Eq. 8's "all" (ko-hf 0.1) reversed rows at the same coef. Soft: 0.1 already
-#: changes a 768x768 layer's gradient by a third after training.
-DEFAULT_COLL_COEF = {"none": 0.0, "soft": 0.1, "hard": 0.2}
-DEFAULT_DISTANCE_SCALE = 0.05
-DEFAULT_PAIRING = "dsmc"
-
-#: The KO fields of ``KOTrainingArguments`` (what a hyperparameter-search trial may change).
-KO_FIELDS = ("collision", "coll_coef", "collision_targets", "collision_distance_scale", "collision_pairing",
-             "collision_include_self", "collision_seed")
-
-#: ``optim`` values whose optimizer builds its own parameter groups (or steps inside backward), so no flagged
-#: collision group can be attached: GaLore, APOLLO (low-rank projections of target modules), LOMO/AdaLomo.
-FACTORY_OPTIM_PREFIXES = ("galore_", "apollo_", "lomo", "adalomo")
-SUPPORTED_OPTIMS = ("adamw_torch", "adamw_torch_fused", "sgd", "adafactor", "adagrad", "rmsprop", "adamw_8bit",
-                    "paged_adamw_8bit", "lion_8bit", "schedule_free_adamw", "schedule_free_sgd", "stable_adamw")
+#: The defaults of hard collision, read from :mod:`ko_hf.settings` (README, "Defaults", and
+#: benchmarks/results/acceptance.md give the measurements behind them).
+DEFAULT_DISTANCE_SCALE = ko_setting("collision_distance_scale").default
+DEFAULT_PAIRING = ko_setting("collision_pairing").default
 
 
-def derived_defaults(args: "KOTrainingArguments") -> dict[str, Any]:
-    """The KO settings whose default follows other settings: ``coll_coef`` from ``collision``, ``collision_seed``
-    from ``seed``. Applied where a setting is left ``None``, and again per hyperparameter-search trial."""
-    return {"coll_coef": DEFAULT_COLL_COEF.get(args.collision), "collision_seed": args.seed}
-
-
-def optim_name(args: TrainingArguments) -> str:
-    """``args.optim`` as the string a user writes (``"galore_adamw"``), not the enum's repr."""
-    return str(getattr(args.optim, "value", args.optim))
-
-
-def check_optim_supports_collisions(args: "KOTrainingArguments") -> None:
-    """``ValueError`` naming ``optim`` when collisions are on and the optimizer builds its own parameter groups."""
-    name = optim_name(args)
-    if args.collision != "none" and name.startswith(FACTORY_OPTIM_PREFIXES):
-        raise ValueError(
-            f"optim={name!r} builds its own parameter groups, so KO collisions cannot be attached to the head; use a "
-            f"standard optimizer ({', '.join(SUPPORTED_OPTIMS)}, or any torch.optim.Optimizer through "
-            "optimizer_cls_and_kwargs), or collision='none'"
-        )
-
-
-def validate_ko_arguments(args: "KOTrainingArguments") -> None:
-    """Every check of the KO settings (``ValueError`` naming the value and what is valid)."""
-    validate_collision_settings(args.collision, args.coll_coef, args.collision_distance_scale,
-                                pairing=args.collision_pairing)
-    check_optim_supports_collisions(args)
-
-
-@dataclass
-class KOTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus the KO collision settings (validated at construction)."""
-
-    collision: str = field(
-        default="soft",
-        metadata={"help": "Collision applied to the targets' gradients before each optimizer step.",
-                  "choices": list(COLLISION_TYPES)},
-    )
-    coll_coef: float | None = field(
-        default=None,
-        metadata={"help": "Collision coefficient in [0, 1]; default: 0.1 for soft, 0.2 for hard (see README)."},
-    )
-    collision_targets: list[str] | None = field(
-        default=None,
-        metadata={"help": "Parameters that collide: presets 'head' (default) and 'pooler', parameter/module names "
-                          "or regexes, like optim_target_modules."},
-    )
-    collision_distance_scale: float = field(
-        default=DEFAULT_DISTANCE_SCALE,
-        metadata={"help": "λ in the hard-collision acceptance U = exp(-λ·‖w_i - w_j‖); the paper uses 1."},
-    )
-    collision_pairing: str = field(
-        default=DEFAULT_PAIRING,
-        metadata={"help": "Hard collision's pairs: 'dsmc' (a random perfect matching each step, each candidate pair "
-                          "tested by Eq. 7 and collided once: conserves energy) or 'all' (Eq. 8 as printed: every "
-                          "accepted pair at once; ko-hf 0.1).",
-                  "choices": list(PAIRINGS)},
-    )
-    collision_include_self: bool = field(
-        default=False,
-        metadata={"help": "Soft collision: keep the diagonal of S (Alg. 2 read literally; only rescales rows)."},
-    )
-    collision_seed: int | None = field(
-        default=None,
-        metadata={"help": "Seed of hard collision's random directions (default: --seed)."},
-    )
-    resume_incomplete_checkpoint: bool = field(
-        default=False,
-        metadata={"help": "Allow resuming from a checkpoint without optimizer.pt, scheduler.pt or trainer_state.json: "
-                          "its weights are restored and what is missing starts afresh (optimizer moments, LR "
-                          "schedule, collision step counter; without trainer state also the step count). Warned, "
-                          "and recorded in KOTrainer.resume_report."},
-    )
-
-    def __post_init__(self) -> None:
-        #: the derived settings (see :func:`derived_defaults`) the user left to their default; a search trial
-        #: re-derives these from its own collision/seed.
-        self._ko_derived = {name for name in derived_defaults(self) if getattr(self, name) is None}
-        for name, value in derived_defaults(self).items():
-            if name in self._ko_derived and value is not None:
-                setattr(self, name, value)
-        validate_collision_settings(self.collision, self.coll_coef, self.collision_distance_scale,
-                                    pairing=self.collision_pairing)
-        if isinstance(self.collision_targets, str):
-            self.collision_targets = [self.collision_targets]
-        super().__post_init__()
-        check_optim_supports_collisions(self)
-
-
-    # Trainer saves the arguments with every checkpoint and model (``training_args.bin`` is ``torch.save(args)``)
-    # and ``push_to_hub`` uploads that file: a Hub token must never be in it. Pickling leaves the ``*_token``
-    # fields out (the same fields ``to_dict`` redacts); copies made in memory keep them, so a push still works.
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        for key in state:
-            if key.endswith("_token"):
-                state[key] = None
-        return state
-
-    def __copy__(self) -> "KOTrainingArguments":
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        return clone
-
-    def __deepcopy__(self, memo: dict) -> "KOTrainingArguments":
-        clone = object.__new__(type(self))
-        memo[id(self)] = clone
-        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
-        return clone
+def __getattr__(name: str) -> Any:
+    if name == "KO_FIELDS":  # the KO fields of KOTrainingArguments, as declared now (what a search trial may change)
+        return setting_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 FSDP_REFUSAL = (
@@ -179,16 +72,13 @@ class ResumeReport:
         return bool(self.missing)
 
 
-#: Param-group keys that are state, not settings: the hard-collision step counter continues across a resume.
-_GROUP_STATE_KEYS = ("collision_step", "collision_names")
-
-
 def collision_setting_differences(saved: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> list[str]:
     """How the collision settings of a checkpoint's param groups (``saved``) differ from those a run would build
     (``wanted``): ``"coll_coef: checkpoint 0.5, arguments 0.1"``, ... (empty when they agree).
 
-    Every KO key of a param group is a setting (``optim.GROUP_DEFAULTS`` and whatever the groups carry besides
-    ``params`` and ``weight_decay``), except the step counter; a setting added later follows without edits.
+    Every KO key of a param group is a setting (the table's group keys, :func:`ko_hf.settings.group_defaults`, and
+    whatever the groups carry besides ``params`` and ``weight_decay``), except the state (the step counter and the
+    names); a setting added later follows without edits.
     """
     def flagged(groups):
         return {tuple(g.get("collision_names") or ()): g for g in groups if g.get("collision", "none") != "none"}
@@ -202,14 +92,15 @@ def collision_setting_differences(saved: list[dict[str, Any]], wanted: list[dict
     if set(old) != set(new):
         names = lambda groups: sorted(n for key in groups for n in key)  # noqa: E731
         return [f"collision targets: checkpoint {names(old)}, arguments {names(new)}"]
-    keys = set(GROUP_DEFAULTS) | {k for g in new.values() for k in g if k not in ("params", "weight_decay")}
-    keys -= set(_GROUP_STATE_KEYS)
+    defaults = group_defaults()
+    keys = set(defaults) | {k for g in new.values() for k in g if k not in ("params", "weight_decay")}
+    keys -= set(GROUP_STATE_DEFAULTS)
     unset = "(not recorded)"
     differences: list[str] = []
     for key in sorted(keys, key=lambda k: (k != "collision", k)):  # the type first
         for target in sorted(new):
-            before = old[target].get(key, GROUP_DEFAULTS.get(key, unset))
-            after = new[target].get(key, GROUP_DEFAULTS.get(key, unset))
+            before = old[target].get(key, defaults.get(key, unset))
+            after = new[target].get(key, defaults.get(key, unset))
             if before != after:
                 line = f"{key}: checkpoint {before!r}, arguments {after!r}"
                 if line not in differences:
@@ -222,8 +113,6 @@ def _is_ko_optimizer(optimizer: Any) -> bool:
 
 
 def _is_peft_model(model: Any) -> bool:
-    from .targets import _peft_classes
-
     peft = _peft_classes()
     return peft is not None and any(isinstance(module, peft[0]) for module in model.modules())
 
@@ -260,7 +149,7 @@ class KOTrainer(Trainer):
     def __init__(self, model=None, args: TrainingArguments | None = None, *pargs: Any, **kwargs: Any) -> None:
         if args is None:  # what Trainer does, with the KO arguments (default: soft collision on the head)
             args = KOTrainingArguments(output_dir="tmp_trainer")
-        elif not isinstance(args, KOTrainingArguments):
+        elif not isinstance(args, KOArgumentsMixin):
             raise ValueError(
                 f"KOTrainer needs KOTrainingArguments, got {type(args).__name__}; "
                 "KOTrainingArguments takes every TrainingArguments field plus the collision settings"
@@ -269,8 +158,7 @@ class KOTrainer(Trainer):
         self._ko_search_base: dict[str, Any] | None = None
         self.collision_targets = self._resolve_targets()
         self._check_supported_setup()
-        from .modelcard import KOModelCardCallback  # facts for the model card; pass your own in callbacks=
-
+        # facts for the model card; pass your own in callbacks=
         self.model_card_callback = KOModelCardCallback.attach(self)
         self._warned_reversed: set[str] = set()
         if self.collision_enabled:
@@ -431,20 +319,13 @@ class KOTrainer(Trainer):
         ]
         for name, param in trainable:
             if id(param) in targets:
-                groups.append(
-                    {
-                        "params": [param],
-                        "weight_decay": args.weight_decay if name in decay else 0.0,
-                        "collision": args.collision,
-                        "coll_coef": args.coll_coef,
-                        "collision_distance_scale": args.collision_distance_scale,
-                        "collision_pairing": args.collision_pairing,
-                        "collision_include_self": args.collision_include_self,
-                        "collision_seed": args.collision_seed,
-                        "collision_step": 0,
-                        "collision_names": [targets[id(param)]],
-                    }
-                )
+                groups.append({
+                    "params": [param],
+                    "weight_decay": args.weight_decay if name in decay else 0.0,
+                    **{s.name: getattr(args, s.name) for s in ko_settings() if s.in_group},
+                    **GROUP_STATE_DEFAULTS,
+                    "collision_names": [targets[id(param)]],
+                })
         return groups
 
     # ------------------------------------------------------------------ hyperparameter search
@@ -459,7 +340,7 @@ class KOTrainer(Trainer):
         pruned (``optuna.TrialPruned`` carrying the message) and the study goes on; with other backends it raises
         ``ValueError``. :func:`ko_hf.search.ko_hp_space` builds an optuna search space over the KO settings.
         """
-        self._ko_search_base = {name: getattr(self.args, name) for name in KO_FIELDS}
+        self._ko_search_base = {name: getattr(self.args, name) for name in setting_names()}
         self._ko_search_base["_ko_derived"] = set(getattr(self.args, "_ko_derived", ()))
         try:
             return super().hyperparameter_search(*args, **kwargs)
@@ -553,8 +434,6 @@ class KOTrainer(Trainer):
         ``finetuned_from``, ``tasks``, ``dataset_tags``, ``dataset``, ``dataset_args``) plus ``dataset_info``,
         ``reproduce_command``, ``metrics`` and ``plots``; see :func:`ko_hf.modelcard.write_model_card`.
         """
-        from .modelcard import write_model_card
-
         write_model_card(self, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -580,8 +459,6 @@ class _FirstStepCheck(TrainerCallback):
         return control
 
 
-CONDENSATION_METRICS = ("weight_correlation", "neuron_similarity")
-
 _STEP_ARGUMENTS = ("logging_steps", "eval_steps", "save_steps")
 
 
@@ -600,28 +477,6 @@ def _absolute_steps(args: TrainingArguments, max_steps: int):
     finally:
         for name, value in before.items():
             setattr(args, name, value)
-
-
-def logged_metric(entry: dict[str, Any], metric: str) -> float | None:
-    """The aggregate ``ko/<metric>`` of a log entry (or ``collision_metrics()``): logged as such with two or more
-    targets; with one target it is that target's ``ko/<name>/<metric>``. None when the entry has neither."""
-    value = entry.get(f"ko/{metric}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    values = [v for k, v in entry.items() if k.startswith("ko/") and k.endswith(f"/{metric}") and k.count("/") >= 2
-              and isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return float(values[0]) if len(values) == 1 else None
-
-
-def layer_condensation(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """``{"ko/classifier.weight/weight_correlation": x, ...}`` -> ``{"classifier.weight": {"weight_correlation": x}}``:
-    the per-target condensation among ``KOTrainer.collision_metrics()`` (or logged) values."""
-    layers: dict[str, dict[str, float]] = {}
-    for key, value in metrics.items():
-        prefix, _, metric = key.rpartition("/")
-        if metric in CONDENSATION_METRICS and prefix.startswith("ko/") and isinstance(value, (int, float)):
-            layers.setdefault(prefix[len("ko/"):], {})[metric] = float(value)
-    return layers
 
 
 def _prefixed(stats: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -40,18 +40,20 @@ MAX_LENGTH = {"imdb": 256, "snips": 64}
 
 
 def collision_settings() -> dict[str, dict[str, object]]:
-    """The library defaults (ko_hf.trainer.DEFAULT_COLL_COEF / DEFAULT_DISTANCE_SCALE / DEFAULT_PAIRING; README
-    "Defaults" and benchmarks/results/acceptance.md give the measurements), written out in every recipe so that a
-    later change of the defaults cannot silently change what a recipe runs: the committed files then differ from
-    this script's output, and tests/test_recipes.py says so."""
-    from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE, DEFAULT_PAIRING
+    """The library defaults (ko_hf.settings; README "Defaults" and benchmarks/results/acceptance.md give the
+    measurements): per collision type, every setting that acts on it and has a value by default (``coll_coef``
+    derived from the type), written out in every recipe so that a later change of the defaults cannot silently
+    change what a recipe runs: the committed files then differ from this script's output, and
+    tests/test_recipes.py says so."""
+    from ko_hf.settings import derived_values, ko_settings
 
-    return {
-        "adamw": {"collision": "none"},
-        "soft": {"collision": "soft", "coll_coef": DEFAULT_COLL_COEF["soft"]},
-        "hard": {"collision": "hard", "coll_coef": DEFAULT_COLL_COEF["hard"],
-                 "collision_distance_scale": DEFAULT_DISTANCE_SCALE, "collision_pairing": DEFAULT_PAIRING},
-    }
+    recipes: dict[str, dict[str, object]] = {"adamw": {"collision": "none"}}
+    for collision in ("soft", "hard"):
+        values = {s.name: s.default for s in ko_settings()} | derived_values({"collision": collision})
+        values["collision"] = collision
+        recipes[collision] = {s.name: values[s.name] for s in ko_settings() if collision in s.applies_to
+                              and s.described and values[s.name] is not None and values[s.name] is not False}
+    return recipes
 
 
 SETTING_TITLE = {"adamw": "AdamW (no collision)", "soft": "soft collision", "hard": "hard collision"}

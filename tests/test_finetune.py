@@ -229,6 +229,20 @@ def test_parse_config_typo_names_the_key_and_suggests():
         parse_config({"model_name_or_path": "m", "dataset": "demo", "collision": "elastic"})
 
 
+def test_parse_config_reads_values_as_hf_argument_parser_types_them():
+    base = {"model_name_or_path": "m", "dataset": "demo", "output_dir": "x", "use_cpu": True}
+    _, args = parse_config({**base, "dataloader_pin_memory": "off", "save_strategy": False, "warmup_steps": "0.1",
+                            "collision_targets": "head", "collision_include_self": "yes"})
+    # a field with a --no_<field> complement (default True) is still read as a boolean, not as "no"
+    assert args.dataloader_pin_memory is False and args.save_strategy == "no" and args.warmup_steps == 0.1
+    assert args.collision_targets == ["head"] and args.collision_include_self is True
+    assert parse_config(base)[1].dataloader_pin_memory is False  # no pinned memory on a machine without GPU
+    with pytest.raises(FinetuneError, match=r"save_total_limit must be a int, got 2\.5"):
+        parse_config({**base, "save_total_limit": 2.5})
+    with pytest.raises(FinetuneError, match=r"lr_scheduler_type='sideways' is invalid; valid: linear, cosine"):
+        parse_config({**base, "lr_scheduler_type": "sideways"})
+
+
 def test_load_config_file(tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text("model_name_or_path: bert-base-cased\ndataset: imdb\nlearning_rate: 2e-5\ncollision: hard\n")

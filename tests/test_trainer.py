@@ -191,6 +191,16 @@ def test_aggregates_are_logged_with_two_targets(tmp_path):
         assert entry["ko/accepted_pair_fraction"] == pytest.approx(pooled)
 
 
+def test_logged_metrics_are_read_without_torch_or_the_trainer():
+    import subprocess
+    import sys
+
+    code = ("import sys, ko_hf.logged_metrics; "
+            "print(sorted(m for m in ('torch', 'transformers', 'ko_hf.trainer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # the model card, the plots and compare read them without importing the trainer
+
+
 def test_logged_metric_reads_aggregates_and_single_targets():
     from ko_hf.trainer import logged_metric
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from huggingface_hub import CardData
 
-from .logs import logged_metric
+from .logged_metrics import logged_metric
 
 __all__ = ["KOModelCardData", "RESULT_METRICS", "card_tags"]
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .collision import cosine_similarity_matrix
-from .logs import logged_metric
+from .logged_metrics import logged_metric
 
 __all__ = [
     "PLOTS_INSTALL_HINT",

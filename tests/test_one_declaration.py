@@ -242,3 +242,31 @@ def test_read_settings_types_text_by_the_declaration():
         settings.read_settings({"collision": "elastic"})
     with pytest.raises(ValueError, match=r"collision_pairing='pairs' is not a pairing; valid: dsmc, all"):
         settings.read_settings({"collision_pairing": "pairs"})
+
+
+# ------------------------------------------------------------------------------------- every surface at once
+
+
+def test_one_added_setting_reaches_help_param_group_card_and_compare(dummy, tmp_path):
+    """The whole chain for one declaration: the CLI help, the optimizer's param group, the model card (settings
+    section and reproduce snippet) and compare (parsed, recorded, described, listed in its help)."""
+    from ko_hf.compare import parse_setting
+    from ko_hf.compare.settings import describe_record, resolved_settings, settings_help
+    from ko_hf.modelcard import card_data_from_arguments, render_model_card
+
+    assert "--dummy-knob" in panel(run(build_app(), "train", "--help").output, "KO collision")
+
+    args = dummy(output_dir=str(tmp_path), use_cpu=True, collision="hard", collision_dummy=0.25, report_to="none")
+    optimizer = KOTrainer(model=tiny_bert(), args=args).create_optimizer()
+    assert [g["collision_dummy"] for g in optimizer.param_groups if g.get("collision", "none") != "none"] == [0.25]
+
+    card = render_model_card(card_data_from_arguments(args))
+    assert "collision_dummy" in card and "0.25" in card[card.index("collision_dummy"):][:200]
+    snippet = card[card.index("```python"):]
+    assert "collision_dummy=0.25" in snippet[:snippet.index("```", 9)]
+
+    setting = parse_setting("hard:dummy=0.75")
+    assert setting.config() == {"collision": "hard", "collision_dummy": 0.75}
+    assert resolved_settings(args)["collision_dummy"] == 0.25
+    assert "dummy=0.25" in describe_record({"collision": "hard", "collision_args": resolved_settings(args)})
+    assert "dummy" in settings_help()

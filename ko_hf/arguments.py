@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from .settings import KOSetting, derived_values, ko_settings, setting_names, validate_settings
+from .settings import KOSetting, derived_values, ko_settings, validate_settings
 
 __all__ = [
     "FACTORY_OPTIM_PREFIXES",
@@ -43,8 +43,8 @@ def optim_name(args: TrainingArguments) -> str:
 
 
 def ko_values(args: Any) -> dict[str, Any]:
-    """The KO settings of ``args``, by name."""
-    return {name: getattr(args, name) for name in setting_names()}
+    """The KO settings of ``args``, by name; a setting declared after ``args``' class was built has its default."""
+    return {s.name: getattr(args, s.name, s.default) for s in ko_settings()}
 
 
 def derived_defaults(args: Any) -> dict[str, Any]:

@@ -17,7 +17,8 @@
     or parent folders (``train``, ``valid``/``validation``/``dev``/``val``, ``test``); a single file is train
     unless it has a ``split`` column. Text and label columns are auto-detected (``text``, ``sentence``,
     ``content``, ... / ``label``, ``labels``, ``category``, ``intent``, ...) or given explicitly;
-* any other Hub id ``owner/name`` (loaded with :func:`datasets.load_dataset`; fails fast when offline).
+* any other Hub id ``owner/name`` (valid for ``huggingface_hub.utils.validate_repo_id``; loaded with
+  :func:`datasets.load_dataset`; fails fast when offline).
 
 Result: a :class:`TextClassificationData` whose ``DatasetDict`` has splits ``train``, ``validation`` and, when the
 source has a held-out split, ``test``; each split has exactly the columns ``text`` (string) and ``label``
@@ -47,6 +48,8 @@ import datasets
 import numpy as np
 import pandas as pd
 from transformers.utils import logging
+
+from .hub import dataset_offline_flag, hub_unreachable, is_repo_id
 
 logger = logging.get_logger(__name__)
 
@@ -104,7 +107,6 @@ TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "review", "utterance", 
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "category", "intent", "class", "target", "sentiment", "topic")
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 LOCAL_FORMATS = ("aclImdb", "snips-json", "seq.in", "tabular")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 # --------------------------------------------------------------------------------------------------- recipes
@@ -522,8 +524,6 @@ def _load_resource(filename: str) -> _Source:
 
 
 def _load_hub(hub_id: str, name: str | None) -> _Source:
-    from .hub import dataset_offline_flag, hub_unreachable
-
     local = f"--dataset {name}=/path/to/data or --dataset /path/to/data" if name else "--dataset /path/to/data"
     flag = dataset_offline_flag()
     problem = None if flag else hub_unreachable()
@@ -558,7 +558,7 @@ def _looks_like_path(spec: str) -> bool:
         return True
     if Path(spec).suffix.lower() in SUPPORTED_SUFFIXES:
         return True
-    return (os.sep in spec or "/" in spec) and not _HUB_ID.match(spec)
+    return (os.sep in spec or "/" in spec) and not is_repo_id(spec, namespaced=True)
 
 
 def _existing_path(spec: str) -> Path:
@@ -584,7 +584,7 @@ def _resolve(spec: str) -> tuple[DatasetRecipe | None, Path | None, str | None]:
         return None, Path(spec).expanduser(), None
     if _looks_like_path(spec):
         raise DatasetError(f"dataset path does not exist: {spec}")
-    if _HUB_ID.match(spec):
+    if is_repo_id(spec, namespaced=True):
         return None, None, spec
     raise DatasetError(
         f"unknown dataset {spec!r}: not a known name ({', '.join(sorted(DATASET_RECIPES))}), an existing path "

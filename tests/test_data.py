@@ -179,6 +179,14 @@ def test_table_files_in_a_folder(tmp_path, suffix):
     assert data.dataset["train"][0]["text"] == 'say "hi",\tthere neg example 0'
 
 
+@pytest.mark.parametrize("spec", ["someone/bad--name", "someone/name.", "someone/" + "x" * 100])
+def test_an_invalid_hub_id_is_not_sent_to_the_hub(spec):
+    # huggingface_hub's validate_repo_id decides what a Hub id is ("--", a trailing ".", more than 96 characters:
+    # not one), so such a name is reported as a missing path instead of a dataset missing from the cache
+    with pytest.raises(DatasetError, match="dataset path does not exist"):
+        load_text_classification(spec)
+
+
 def test_single_file_is_train_and_columns_are_detected(tmp_path):
     path = write_table(tmp_path / "intents.csv", make_rows(10, labels=("b", "a")), text="sentence", label="intent")
     data = load_text_classification(str(path))

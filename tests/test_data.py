@@ -253,11 +253,17 @@ def test_broken_files_name_the_file(tmp_path):
 def test_reading_files_leaves_no_cache_and_no_progress_bar(tmp_path, monkeypatch, capfd):
     cache = tmp_path / "hf-datasets-cache"
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
-    for suffix in (".csv", ".jsonl", ".parquet"):
-        write_table(tmp_path / suffix[1:] / f"train{suffix}", make_rows(5))
-        load_text_classification(str(tmp_path / suffix[1:]))
+    was_disabled = datasets.utils.are_progress_bars_disabled()  # the CLI turns them off for the whole process
+    datasets.enable_progress_bars()
+    try:
+        for suffix in (".csv", ".jsonl", ".parquet"):
+            write_table(tmp_path / suffix[1:] / f"train{suffix}", make_rows(5))
+            load_text_classification(str(tmp_path / suffix[1:]))
+        assert not datasets.utils.are_progress_bars_disabled()  # the global setting is left as it was
+    finally:
+        if was_disabled:
+            datasets.disable_progress_bars()
     assert not cache.exists() or not any(cache.iterdir())
-    assert not datasets.utils.are_progress_bars_disabled()  # the global setting is left as it was
     err = capfd.readouterr().err
     assert "Generating" not in err and "examples/s" not in err, err
 

@@ -13,11 +13,13 @@
     benchmark's held-out set and become **test**; validation is carved from train. Files that are not strict
     UTF-8 (PlayMusic stores emoji as UTF-8-encoded surrogates) are decoded robustly;
   - the ``train|valid|test/{seq.in,label}`` layout (one example per line);
-  - CSV / TSV / JSON / JSONL / Parquet files, or a folder of them. In a folder, a file's split comes from its name
+  - CSV / TSV / JSON / JSONL / Parquet files (read by the ``datasets`` packaged builders ``csv``, ``json`` and
+    ``parquet``), or a folder of them. In a folder, a file's split comes from its name
     or parent folders (``train``, ``valid``/``validation``/``dev``/``val``, ``test``); a single file is train
     unless it has a ``split`` column. Text and label columns are auto-detected (``text``, ``sentence``,
     ``content``, ... / ``label``, ``labels``, ``category``, ``intent``, ...) or given explicitly;
-* any other Hub id ``owner/name`` (loaded with :func:`datasets.load_dataset`; fails fast when offline).
+* any other Hub id ``owner/name`` (valid for ``huggingface_hub.utils.validate_repo_id``; loaded with
+  :func:`datasets.load_dataset`; fails fast when offline).
 
 Result: a :class:`TextClassificationData` whose ``DatasetDict`` has splits ``train``, ``validation`` and, when the
 source has a held-out split, ``test``; each split has exactly the columns ``text`` (string) and ``label``
@@ -33,20 +35,22 @@ online shop in 5 intents (``account_access``, ``order_tracking``, ``payment_bill
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import os
 import re
+import tempfile
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import datasets
 import numpy as np
-import pandas as pd
 from transformers.utils import logging
+
+from .hub import dataset_offline_flag, hub_unreachable, is_repo_id
 
 logger = logging.get_logger(__name__)
 
@@ -104,7 +108,6 @@ TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "review", "utterance", 
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "category", "intent", "class", "target", "sentiment", "topic")
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 LOCAL_FORMATS = ("aclImdb", "snips-json", "seq.in", "tabular")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 # --------------------------------------------------------------------------------------------------- recipes
@@ -274,6 +277,12 @@ def stratified_sample(
 
     ``keep_each_class``: every class gets at least one item when ``n`` allows; ``leave_one``: at least one item of
     every class is left out of the sample (used to carve validation without emptying a class from train).
+
+    Why not ``datasets.Dataset.train_test_split(stratify_by_column=...)``: for the same seed it picks other rows
+    (its permutation is drawn and sliced differently; measured with seeds 42 and 0: of the 2,500 validation
+    reviews carved from the 25,000 IMDB train reviews, 0 are the same; from Snips' 13,784 train utterances it
+    carves 1,379 rows instead of 1,378, 1 in common), so switching would change the data of every run for a given
+    seed. It has no ``keep_each_class``/``leave_one`` either, and refuses a class with a single row.
     """
     by_class: dict[Hashable, list[int]] = defaultdict(list)
     for i, label in enumerate(labels):
@@ -328,64 +337,128 @@ def _is_missing(value) -> bool:
 
 # --------------------------------------------------------------------------------------------------- local readers
 
+#: One table: column name -> that column's values (Python objects, one per row), as ``datasets.Dataset.to_dict()``.
+Table = dict[str, list]
+
 
 @dataclass
 class _Source:
-    """Raw splits as DataFrames (any columns) + what is known about them."""
+    """Raw splits (any columns) + what is known about them."""
 
-    splits: dict[str, pd.DataFrame | datasets.Dataset]
+    splits: dict[str, Table | datasets.Dataset]
     data_format: str
     location: str
     class_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # column -> ClassLabel names
 
 
-def _read_json_table(path: Path) -> pd.DataFrame:
+def _num_rows(table: Table) -> int:
+    return len(next(iter(table.values()), ()))
+
+
+def _concat(tables: Sequence[Table]) -> Table:
+    """The rows of ``tables`` one after the other; every column of any of them (None where a table lacks it)."""
+    if len(tables) == 1:
+        return tables[0]
+    names = dict.fromkeys(name for table in tables for name in table)
+    return {name: [v for t in tables for v in t.get(name, [None] * _num_rows(t))] for name in names}
+
+
+#: The ``datasets`` packaged builder (and its options) that reads each file type. CSV/TSV: only an empty field is
+#: missing ("NA", "null", "None" are text), and the whole file is one chunk so that a column's type is inferred from
+#: all of its rows (``datasets`` reads 10,000 rows at a time and fails when a later chunk changes a column's type).
+#: Parquet: a fixed batch size, since the default (the first row group's size) is 0 in a file without rows.
+_BUILDERS = {
+    ".csv": ("csv", {"keep_default_na": False, "na_values": [""], "chunksize": None}),
+    ".tsv": ("csv", {"delimiter": "\t", "keep_default_na": False, "na_values": [""], "chunksize": None}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {"batch_size": 10_000}),
+}
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Reading a file shows no ``datasets`` progress bar (unless ``HF_DATASETS_DISABLE_PROGRESS_BARS=0`` asks)."""
+    if datasets.utils.are_progress_bars_disabled() or datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is False:
+        yield
+        return
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.enable_progress_bars()
+
+
+def _read_with_datasets(path: Path) -> Table:
+    """``path`` read by its ``datasets`` packaged builder (:data:`_BUILDERS`).
+
+    The Arrow copy ``datasets`` prepares goes to a temporary folder that is deleted once the rows are read: a local
+    file is read afresh each time and leaves nothing in the ``datasets`` cache.
+    """
+    builder_name, options = _BUILDERS[path.suffix.lower()]
+    with tempfile.TemporaryDirectory(prefix="ko-hf-read-") as cache, _no_progress_bars():
+        builder = datasets.load_dataset_builder(builder_name, data_files=str(path), cache_dir=cache, **options)
+        builder.download_and_prepare()
+        split = (builder.info.splits or {}).get("train")
+        if split is None or not split.num_examples:  # datasets cannot build a split without rows
+            return {}
+        return builder.as_dataset("train", in_memory=True).to_dict()
+
+
+def _read_json_document(path: Path) -> Table:
+    """A ``.json`` file: one JSON document (a list of records, ``{"data": [records]}`` or a dict of columns),
+    decoded by :func:`read_text_robust`; anything else is read as JSON lines.
+
+    The ``datasets`` JSON builder reads the two dict shapes as a single row of lists and needs strict UTF-8, so
+    one document is parsed here.
+    """
     text = read_text_robust(path)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError:
-        return pd.read_json(io.StringIO(text), lines=True)
-    if isinstance(obj, list):
-        return pd.DataFrame(obj)
+        return _read_with_datasets(path)
     if isinstance(obj, dict):
         lists = [v for v in obj.values() if isinstance(v, list)]
         if len(lists) == 1 and lists[0] and isinstance(lists[0][0], dict):
-            return pd.DataFrame(lists[0])  # {"data": [{...}, ...]}
-        return pd.DataFrame(obj)
+            obj = lists[0]  # {"data": [{...}, ...]}
+        elif obj and all(isinstance(v, list) for v in obj.values()) and len({len(v) for v in obj.values()}) == 1:
+            return {str(name): values for name, values in obj.items()}
+    if isinstance(obj, list) and all(isinstance(record, dict) for record in obj):
+        names = dict.fromkeys(str(name) for record in obj for name in record)
+        return {name: [record.get(name) for record in obj] for name in names}
     raise DatasetError(f"{path}: expected a JSON list of records or a dict of columns, got {type(obj).__name__}")
 
 
-_TABLE_READERS = {
-    ".csv": lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""]),
-    ".tsv": lambda p: pd.read_csv(p, sep="\t", keep_default_na=False, na_values=[""]),
-    ".json": _read_json_table,
-    ".jsonl": lambda p: pd.read_json(p, lines=True),
-    ".parquet": pd.read_parquet,
-}
-
-
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path) -> Table:
     suffix = path.suffix.lower()
-    if suffix not in _TABLE_READERS:
+    if suffix not in _BUILDERS:
         raise DatasetError(f"unsupported file type {suffix or path.name!r} ({path}); supported: "
                            f"{', '.join(SUPPORTED_SUFFIXES)}, or an aclImdb / Snips JSON / seq.in folder")
     try:
-        return _TABLE_READERS[suffix](path)
+        return _read_json_document(path) if suffix == ".json" else _read_with_datasets(path)
     except DatasetError:
         raise
-    except Exception as err:  # pandas/pyarrow parse errors
-        raise DatasetError(f"cannot read {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # parse errors of pandas/pyarrow, which datasets wraps in DatasetGenerationError
+        cause = err.__cause__ if isinstance(err, datasets.exceptions.DatasetGenerationError) and err.__cause__ else err
+        raise DatasetError(f"cannot read {path}: {type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}") \
+            from err
 
 
-def _split_by_column(frame: pd.DataFrame, where: str) -> dict[str, pd.DataFrame]:
-    """A table with a ``split`` column -> one frame per split."""
-    groups: dict[str, pd.DataFrame] = {}
-    for value, group in frame.groupby("split", sort=False):
+def _split_by_column(table: Table, where: str) -> dict[str, Table]:
+    """A table with a ``split`` column -> one table per split, without that column. The rows of each ``split``
+    value keep their order, the values follow in order of first appearance; rows without a value are dropped."""
+    rows_of: dict[Hashable, list[int]] = defaultdict(list)
+    for i, value in enumerate(table["split"]):
+        if value is not None and not (isinstance(value, float) and np.isnan(value)):
+            rows_of[value].append(i)
+    rows: dict[str, list[int]] = defaultdict(list)
+    for value, indices in rows_of.items():
         split = canonical_split(value)
         if split is None:
             raise DatasetError(f"{where}: unknown split {value!r} in the 'split' column; use train/validation/test")
-        groups[split] = pd.concat([groups[split], group]) if split in groups else group
-    return {k: v.drop(columns="split").reset_index(drop=True) for k, v in groups.items()}
+        rows[split].extend(indices)
+    return {split: {name: [values[i] for i in indices] for name, values in table.items() if name != "split"}
+            for split, indices in rows.items()}
 
 
 def _table_files(folder: Path) -> list[Path]:
@@ -393,11 +466,11 @@ def _table_files(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def _load_tabular(path: Path) -> dict[str, pd.DataFrame]:
+def _load_tabular(path: Path) -> dict[str, Table]:
     """One table file (train, or split by its ``split`` column) or a folder of them (split from file names)."""
     if path.is_file():
-        frame = _read_table(path)
-        return _split_by_column(frame, str(path)) if "split" in frame.columns else {"train": frame}
+        table = _read_table(path)
+        return _split_by_column(table, str(path)) if "split" in table else {"train": table}
     files = _table_files(path)
     if not files:
         raise DatasetError(f"no supported data found in {path}; supported: {', '.join(SUPPORTED_SUFFIXES)} files, "
@@ -411,7 +484,12 @@ def _load_tabular(path: Path) -> dict[str, pd.DataFrame]:
     if unassigned:
         logger.warning("ignoring %d file(s) in %s with no train/valid/test in their name: %s",
                        len(unassigned), path, [f.name for f in unassigned])
-    return {split: pd.concat([_read_table(f) for f in fs], ignore_index=True) for split, fs in by_split.items()}
+    return {split: _concat([_read_table(f) for f in fs]) for split, fs in by_split.items()}
+
+
+def _rows_table(rows: Sequence[tuple[str, str]]) -> Table:
+    """(text, label) rows -> a table with the columns ``text`` and ``label``."""
+    return {"text": [text for text, _ in rows], "label": [label for _, label in rows]}
 
 
 def _imdb_sort_key(path: Path) -> tuple:
@@ -427,7 +505,7 @@ def _find_acl_imdb_root(path: Path) -> Path | None:
     return None
 
 
-def _load_acl_imdb(path: Path) -> dict[str, pd.DataFrame]:
+def _load_acl_imdb(path: Path) -> dict[str, Table]:
     """``train|test/{neg,pos}/<id>_<rating>.txt`` -> text + string label (``neg``/``pos``); ``unsup`` ignored."""
     root = _find_acl_imdb_root(path)
     splits = {}
@@ -439,7 +517,7 @@ def _load_acl_imdb(path: Path) -> dict[str, pd.DataFrame]:
             for f in sorted((root / split / lab).glob("*.txt"), key=_imdb_sort_key)
         ]
         if (root / split).is_dir():
-            splits[split] = pd.DataFrame(rows, columns=["text", "label"])
+            splits[split] = _rows_table(rows)
     return splits
 
 
@@ -462,17 +540,17 @@ def _read_snips_json(path: Path) -> list[tuple[str, str]]:
             from err
 
 
-def _load_snips_json(path: Path) -> dict[str, pd.DataFrame]:
+def _load_snips_json(path: Path) -> dict[str, Table]:
     """Snips benchmark folder: ``train_<I>_full.json`` (else ``train_<I>.json``) -> train, ``validate_<I>.json`` -> test."""
     train_files = _snips_json_files(path, "train")
     full_dirs = {f.parent for f in train_files if f.stem.endswith("_full")}
     train_files = [f for f in train_files if f.stem.endswith("_full") or f.parent not in full_dirs]
     splits = {"train": train_files, "test": _snips_json_files(path, "validate")}
-    return {split: pd.DataFrame([row for f in files for row in _read_snips_json(f)], columns=["text", "label"])
+    return {split: _rows_table([row for f in files for row in _read_snips_json(f)])
             for split, files in splits.items() if files}
 
 
-def _load_seq_in(path: Path) -> dict[str, pd.DataFrame]:
+def _load_seq_in(path: Path) -> dict[str, Table]:
     """``<split>/seq.in`` + ``<split>/label``: one example per line."""
     splits = {}
     for folder in sorted(p.parent for p in path.glob("*/seq.in")):
@@ -484,7 +562,7 @@ def _load_seq_in(path: Path) -> dict[str, pd.DataFrame]:
         labels = read_text_robust(folder / "label").splitlines()
         if len(texts) != len(labels):
             raise DatasetError(f"{folder}: seq.in has {len(texts)} lines but label has {len(labels)}")
-        splits[split] = pd.DataFrame({"text": [t.strip() for t in texts], "label": labels})
+        splits[split] = {"text": [t.strip() for t in texts], "label": labels}
     return splits
 
 
@@ -522,8 +600,6 @@ def _load_resource(filename: str) -> _Source:
 
 
 def _load_hub(hub_id: str, name: str | None) -> _Source:
-    from .hub import dataset_offline_flag, hub_unreachable
-
     local = f"--dataset {name}=/path/to/data or --dataset /path/to/data" if name else "--dataset /path/to/data"
     flag = dataset_offline_flag()
     problem = None if flag else hub_unreachable()
@@ -558,7 +634,7 @@ def _looks_like_path(spec: str) -> bool:
         return True
     if Path(spec).suffix.lower() in SUPPORTED_SUFFIXES:
         return True
-    return (os.sep in spec or "/" in spec) and not _HUB_ID.match(spec)
+    return (os.sep in spec or "/" in spec) and not is_repo_id(spec, namespaced=True)
 
 
 def _existing_path(spec: str) -> Path:
@@ -584,7 +660,7 @@ def _resolve(spec: str) -> tuple[DatasetRecipe | None, Path | None, str | None]:
         return None, Path(spec).expanduser(), None
     if _looks_like_path(spec):
         raise DatasetError(f"dataset path does not exist: {spec}")
-    if _HUB_ID.match(spec):
+    if is_repo_id(spec, namespaced=True):
         return None, None, spec
     raise DatasetError(
         f"unknown dataset {spec!r}: not a known name ({', '.join(sorted(DATASET_RECIPES))}), an existing path "
@@ -602,35 +678,33 @@ def _load_source(spec: str, recipe: DatasetRecipe | None, path: Path | None, hub
     raise DatasetError(f"recipe {spec!r} has no default source; pass {spec}=/path/to/data")
 
 
-def _canonical_splits(source: _Source, recipe: DatasetRecipe | None) -> dict[str, pd.DataFrame]:
+def _canonical_splits(source: _Source, recipe: DatasetRecipe | None) -> dict[str, Table]:
     """Rename source splits to train/validation/test (recipe names first, then aliases); drop the rest."""
     explicit = recipe.split_map() if recipe else {}
-    out: dict[str, list[pd.DataFrame]] = defaultdict(list)
+    out: dict[str, list[Table]] = defaultdict(list)
     for split, table in source.splits.items():
         target = explicit.get(split) or canonical_split(split)
         if target is None:
             logger.info("ignoring split %r of %s", split, source.location)
             continue
-        out[target].append(table.to_pandas() if isinstance(table, datasets.Dataset) else table)
+        out[target].append(table.to_dict() if isinstance(table, datasets.Dataset) else table)
     if "train" not in out:
         raise DatasetError(f"no train split in {source.location}; splits found: {sorted(source.splits)}")
-    return {s: pd.concat(out[s], ignore_index=True) if len(out[s]) > 1 else out[s][0] for s in SPLITS if s in out}
+    return {s: _concat(out[s]) for s in SPLITS if s in out}
 
 
 # --------------------------------------------------------------------------------------------------- labels
 
 
-def _extract(frame: pd.DataFrame, text_col: str, label_col: str, where: str) -> tuple[list[str], list]:
-    """(texts, labels) of one split; rows missing either are dropped (logged)."""
-    texts, labels = frame[text_col].tolist(), [_normalize_label(v) for v in frame[label_col].tolist()]
+def _extract(table: Table, text_col: str, label_col: str, where: str) -> tuple[list[str], list]:
+    """(texts, labels) of one split (not empty); rows missing either are dropped (logged)."""
+    texts, labels = table[text_col], [_normalize_label(v) for v in table[label_col]]
     if any(isinstance(y, (list, tuple, np.ndarray, dict)) for y in labels):
         raise DatasetError(f"split {where}: column {label_col!r} holds lists (multi-label); one label per row needed")
     keep = [i for i, (t, y) in enumerate(zip(texts, labels)) if not _is_missing(t) and not _is_missing(y)]
     if len(keep) < len(texts):
         logger.warning("%s: dropped %d row(s) with an empty text or label", where, len(texts) - len(keep))
     if not keep:
-        if not texts:
-            raise DatasetError(f"split {where} is empty")
         empty = [name for name, values in ((f"label column {label_col!r}", labels), (f"text column {text_col!r}", texts))
                  if all(_is_missing(v) for v in values)]
         raise DatasetError(f"split {where}: every one of its {len(texts)} row(s) has an empty "
@@ -728,20 +802,23 @@ def load_text_classification(
     _check_args(validation_fraction, max_train_samples, max_eval_samples)
     recipe, path, hub_id = _resolve(dataset)
     source = _load_source(dataset, recipe, path, hub_id)
-    frames = _canonical_splits(source, recipe)
+    tables = _canonical_splits(source, recipe)
+    empty = next((split for split, table in tables.items() if not _num_rows(table)), None)
+    if empty is not None:
+        raise DatasetError(f"split {empty!r} of {source.location} is empty")
 
-    columns = list(frames["train"].columns)
+    columns = list(tables["train"])
     text_col = _pick_column(columns, text_column, recipe and recipe.text_column, TEXT_COLUMN_CANDIDATES, "text")
     label_col = _pick_column(columns, label_column, recipe and recipe.label_column, LABEL_COLUMN_CANDIDATES, "label")
     if text_col == label_col:
         raise DatasetError(f"text and label column are the same ({text_col!r}); columns found: {columns}")
-    for split, frame in frames.items():
-        missing = [c for c in (text_col, label_col) if c not in frame.columns]
+    for split, table in tables.items():
+        missing = [c for c in (text_col, label_col) if c not in table]
         if missing:
-            raise DatasetError(f"split {split!r} lacks column(s) {missing}; columns found: {list(frame.columns)}")
+            raise DatasetError(f"split {split!r} lacks column(s) {missing}; columns found: {list(table)}")
 
     raw = _unify_label_types({s: _extract(f, text_col, label_col, f"{s!r} of {source.location}")
-                              for s, f in frames.items()})
+                              for s, f in tables.items()})
     seen = set(raw["train"][1])
     raw.update({s: _drop_unseen(s, *raw[s], seen, drop_unseen_eval_labels) for s in raw if s != "train"})
 

@@ -202,4 +202,7 @@ def is_known_model_name(name: str) -> bool:
         return True
     from huggingface_hub import constants  # light: constants only
 
-    return (Path(constants.HF_HUB_CACHE) / f"models--{name.strip('/').replace('/', '--')}").is_dir()
+    # the cache folder of a model repo, as huggingface_hub.file_download.repo_folder_name names it (that module's
+    # import costs more than the rest of a mistyped command's check)
+    folder = constants.REPO_ID_SEPARATOR.join(["models", *name.strip("/").split("/")])
+    return (Path(constants.HF_HUB_CACHE) / folder).is_dir()

@@ -179,6 +179,103 @@ def test_table_files_in_a_folder(tmp_path, suffix):
     assert data.dataset["train"][0]["text"] == 'say "hi",\tthere neg example 0'
 
 
+def test_json_lines_keep_strings_verbatim(tmp_path):
+    # a string of digits is text: "007" stays "007", and string labels stay strings (sorted as strings)
+    path = tmp_path / "codes.jsonl"
+    path.write_text("".join(json.dumps({"text": f"{i:03d}", "label": str(i % 11)}) + "\n" for i in range(22)))
+    data = load_text_classification(str(path))
+    texts = column(data, "train", "text") + column(data, "validation", "text")
+    assert sorted(texts) == [f"{i:03d}" for i in range(22)]
+    assert data.label_names == sorted(str(i) for i in range(11))
+
+
+def test_json_lines_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in make_rows(5)).encode())
+    assert load_text_classification(str(path)).label_names == ["neg", "pos"]
+
+
+@pytest.mark.parametrize("shape", ["records", "indented", "field", "columns", "lines"])
+def test_json_document_shapes(tmp_path, shape):
+    rows = make_rows(5)
+    document = {"records": lambda: json.dumps(rows), "indented": lambda: json.dumps(rows, indent=2),
+                "field": lambda: json.dumps({"data": rows}),
+                "columns": lambda: json.dumps({k: [r[k] for r in rows] for k in ("text", "label")}),
+                "lines": lambda: "".join(json.dumps(r) + "\n" for r in rows)}[shape]()
+    (tmp_path / "rows.json").write_text(document)
+    data = load_text_classification(str(tmp_path / "rows.json"))
+    assert data.label_names == ["neg", "pos"]
+    assert sorted(column(data, "train", "text") + column(data, "validation", "text")) == sorted(r["text"] for r in rows)
+
+
+def test_mixed_label_types_in_one_file_become_strings(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps({"text": f"m{i}", "label": [0, "0", "x"][i % 3]}) + "\n" for i in range(30)))
+    assert load_text_classification(str(path)).label_names == ["0", "x"]
+
+
+def test_csv_column_types_come_from_the_whole_file(tmp_path):
+    # datasets reads CSV in chunks of 10,000 rows; a label that is not a number after them must not fail the read
+    path = tmp_path / "late.csv"
+    path.write_text("text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(10_050)) + "tz,other\ntq,other\n")
+    assert load_text_classification(str(path)).label_names == ["0", "1", "other"]
+
+
+def test_csv_only_an_empty_field_is_missing(tmp_path):
+    path = tmp_path / "na.csv"
+    path.write_text("text,label\nNA,a\nnull,b\nNone,a\n,b\nx,\nn/a,b\n")
+    data = load_text_classification(str(path), validation_fraction=0.2)
+    assert sorted(column(data, "train", "text") + column(data, "validation", "text")) == ["NA", "None", "n/a", "null"]
+
+
+def test_an_empty_parquet_split_is_reported_empty(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_table(tmp_path / "p" / "train.parquet", make_rows(4))
+    pq.write_table(pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.string())}),
+                   tmp_path / "p" / "test.parquet")
+    with pytest.raises(DatasetError, match="split 'test' .* is empty"):
+        load_text_classification(str(tmp_path / "p"))
+
+
+def test_broken_files_name_the_file(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "train.jsonl").write_text('{"text": "a", "label": 1}\n{oops\n')
+    with pytest.raises(DatasetError, match=r"cannot read .*train\.jsonl: \w+: "):
+        load_text_classification(str(tmp_path / "b"))
+    (tmp_path / "b" / "train.jsonl").unlink()
+    (tmp_path / "b" / "train.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DatasetError, match=r"cannot read .*train\.parquet: ArrowInvalid: .*[Pp]arquet"):
+        load_text_classification(str(tmp_path / "b"))
+
+
+def test_reading_files_leaves_no_cache_and_no_progress_bar(tmp_path, monkeypatch, capfd):
+    cache = tmp_path / "hf-datasets-cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    was_disabled = datasets.utils.are_progress_bars_disabled()  # the CLI turns them off for the whole process
+    datasets.enable_progress_bars()
+    try:
+        for suffix in (".csv", ".jsonl", ".parquet"):
+            write_table(tmp_path / suffix[1:] / f"train{suffix}", make_rows(5))
+            load_text_classification(str(tmp_path / suffix[1:]))
+        assert not datasets.utils.are_progress_bars_disabled()  # the global setting is left as it was
+    finally:
+        if was_disabled:
+            datasets.disable_progress_bars()
+    assert not cache.exists() or not any(cache.iterdir())
+    err = capfd.readouterr().err
+    assert "Generating" not in err and "examples/s" not in err, err
+
+
+@pytest.mark.parametrize("spec", ["someone/bad--name", "someone/name.", "someone/" + "x" * 100])
+def test_an_invalid_hub_id_is_not_sent_to_the_hub(spec):
+    # huggingface_hub's validate_repo_id decides what a Hub id is ("--", a trailing ".", more than 96 characters:
+    # not one), so such a name is reported as a missing path instead of a dataset missing from the cache
+    with pytest.raises(DatasetError, match="dataset path does not exist"):
+        load_text_classification(spec)
+
+
 def test_single_file_is_train_and_columns_are_detected(tmp_path):
     path = write_table(tmp_path / "intents.csv", make_rows(10, labels=("b", "a")), text="sentence", label="intent")
     data = load_text_classification(str(path))

@@ -76,3 +76,13 @@ def test_graph_sees_relative_and_lazy_imports():
 
 def test_ko_hf_has_no_import_cycle():
     assert find_cycle(import_graph()) is None
+
+
+def test_every_subpackage_is_packaged():
+    """pyproject lists its packages by hand: a subpackage missing there is absent from a wheel (editable installs
+    hide that)."""
+    import tomllib
+
+    packages = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = {_module_name(init) for init in ROOT.rglob("__init__.py")}
+    assert found <= set(packages), sorted(found - set(packages))

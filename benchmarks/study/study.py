@@ -120,9 +120,9 @@ def low_data(data: Path, name: str, settings: tuple[str, ...], study: str | None
 
 
 def studies(data: Path) -> list[Study]:
-    """In run order: the low-data arm at the defaults, the main arm on Snips, the coef sweep (in snips-50's folder,
-    on its first SWEEP_SEEDS seeds: it reuses that arm's default-coef runs), then the main arm on IMDB (the
-    slowest: 6 min a run on two CPU cores), so that an interrupted study has its comparisons of the defaults."""
+    """In run order: the low-data arm at the defaults, the coef sweep (in snips-50's folder, on its first
+    SWEEP_SEEDS seeds: it reuses that arm's default-coef runs), the main arm on Snips, then on IMDB (the slowest:
+    6 min a run on two CPU cores), so that an interrupted study has the low-data comparisons and the figure."""
     low = [low_data(data, name, SETTINGS) for name in ("snips-10", SWEEP_DATA)]
     main = [
         Study("snips", "main", "Snips, the full 13,084 / 700 / 700 split", snips_args(data), MAIN_RECIPE, SETTINGS,
@@ -132,7 +132,7 @@ def studies(data: Path) -> list[Study]:
                "--max-eval-samples", "1000"), MAIN_RECIPE, SETTINGS, (1, 2, 3)),
     ]
     sweep = low_data(data, SWEEP_DATA, SETTINGS + sweep_settings(), study="sweep", seeds=SWEEP_SEEDS)
-    return low + main[:1] + [sweep] + main[1:]
+    return low + [sweep] + main
 
 
 def pilot_studies(data: Path) -> list[Study]:

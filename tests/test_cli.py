@@ -15,21 +15,11 @@ from typer.testing import CliRunner
 from ko_hf_cli import main as cli
 from ko_hf_cli.main import app, dispatch
 
-from test_finetune import FIXTURE_FORMATS, save_tiny_model, write_fixture
+from test_finetune import FIXTURE_FORMATS, write_fixture
 
 PANELS = ("Model & data", "KO collision", "Training", "Output & Hub")
 FAST_FLAGS = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--learning-rate", "5e-3", "--seed", "1",
               "--no-plots"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("cli-model") / "tiny-bert")
-
-
-@pytest.fixture(scope="module")
-def csv_data(tmp_path_factory):
-    return write_fixture(tmp_path_factory.mktemp("cli-data"), "csv")[0]
 
 
 def run(*argv, env=None):

@@ -13,20 +13,10 @@ import pytest
 
 from ko_hf.finetune import FinetuneError, finetune, parse_config
 
-from test_finetune import make_config, save_tiny_model, write_fixture
+from test_finetune import make_config
 
 FAST_FLAGS_CLI = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--no-plots"]
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("hub-model") / "tiny-bert")
-
-
-@pytest.fixture(scope="module")
-def csv_data(tmp_path_factory):
-    return write_fixture(tmp_path_factory.mktemp("hub-data"), "csv")[0]
 
 
 def closed_port() -> int:

@@ -8,7 +8,7 @@ import torch
 
 from ko_hf.finetune import parse_config, prepare_finetune, run_prepared
 
-from test_cli import FAST_FLAGS, assert_user_error, csv_data, run, tiny_model_dir  # noqa: F401 - fixtures
+from test_cli import FAST_FLAGS, assert_user_error, run
 from test_finetune import make_config
 
 peft = pytest.importorskip("peft")

@@ -23,7 +23,6 @@ from ko_hf.settings import KOSetting
 from ko_hf.trainer import collision_setting_differences
 from ko_hf_cli.main import build_app, dispatch
 
-from test_finetune import save_tiny_model, write_fixture
 from tiny import tiny_bert
 
 DUMMY = KOSetting("collision_dummy", float, 0.5, "A dummy knob of the collision, for tests only (default: 0.5).",
@@ -38,16 +37,6 @@ def dummy(monkeypatch):
     cls = ko_arguments_class()
     monkeypatch.setattr(ko_hf.arguments, "KOTrainingArguments", cls)
     return cls
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny-bert")
-
-
-@pytest.fixture(scope="module")
-def csv_data(tmp_path_factory):
-    return write_fixture(tmp_path_factory.mktemp("data"), "csv")[0]
 
 
 def run(app, *argv):

@@ -11,20 +11,10 @@ from transformers.utils import logging as hf_logging
 
 from ko_hf.finetune import FinetuneError, finetune, parse_config, prepare_finetune, run_prepared
 
-from test_finetune import head_weight, make_config, save_tiny_model, write_fixture
+from test_finetune import head_weight, make_config
 
 #: The checkpointed run: hard collision at coef 0.5, checkpoints at steps 3 and 6, logging every half of the run.
 RUN = dict(collision="hard", coll_coef=0.5, max_steps=6, save_strategy="steps", save_steps=3, logging_steps=0.5)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("resume-model") / "tiny-bert")
-
-
-@pytest.fixture(scope="module")
-def csv_data(tmp_path_factory):
-    return write_fixture(tmp_path_factory.mktemp("resume-data"), "csv")[0]
 
 
 @pytest.fixture(scope="module")

@@ -167,12 +167,14 @@ class CollisionMixin:
             if collision == "none":
                 continue
             generator = None
+            # a group restored from a checkpoint of ko-hf 0.1 has no pairing key: it paired as "all"
+            pairing = (group["collision_pairing"] if "collision_pairing" in group
+                       else ko_setting("collision_pairing").group_default)
             for name, param in zip(group["collision_names"], group["params"]):
                 if param.grad is None:
                     continue
                 weight, grad = _whole_rows(param)
                 accepted = None
-                pairing = group.get("collision_pairing", ko_setting("collision_pairing").group_default)
                 if collision == "soft":
                     new_grad = soft_collision(
                         weight, grad, group["coll_coef"], include_self=group["collision_include_self"]

@@ -21,6 +21,7 @@ from ..checkpoints import CheckpointError, find_resume_checkpoint
 from ..preflight import RUN_DEFAULTS, is_main_process, truthy
 from ..run_folder import CHECKPOINT_DIR, lock_run_folder, run_results
 from ..settings import ko_settings
+from .identity import model_fingerprint, same_model
 from .report import Comparison, plain, plot_comparison, summarize, write_comparison, write_json
 from .settings import (
     DEFAULT_SEEDS,
@@ -43,6 +44,8 @@ RESULT_FILE = "ko_result.json"
 
 #: Keys that say where a run lives or how it was started, not what it computes: a comparison folder can be moved.
 _LOCATION_KEYS = ("resume_from_checkpoint", "output_dir", "logging_dir")
+#: A local model's path is a location too, but only once its files show it is the same model (.identity).
+_MODEL_KEY = "model_name_or_path"
 
 
 def _run_dir(output_dir: Path, setting: CollisionSetting, seed: int) -> Path:
@@ -112,6 +115,7 @@ def _result_record(result: Any, setting: CollisionSetting, seed: int, config: Ma
         "collision": setting.collision,
         "seed": seed,
         "config": dict(config),
+        "model_fingerprint": model_fingerprint(config.get("model_name_or_path")),
         "collision_args": resolved_settings(args),
         "train_metrics": getattr(result, "train_metrics", None) or {},
         "eval_metrics": getattr(result, "eval_metrics", None) or {},
@@ -192,8 +196,15 @@ def _check_finished(result_path: Path, config: Mapping[str, Any], parsed: Any) -
     if recorded is not None and _comparable(recorded) != _comparable(config):
         changed = sorted(k for k in set(recorded) | set(config) if k not in _LOCATION_KEYS
                          and _comparable({k: recorded.get(k)}) != _comparable({k: config.get(k)}))
-        raise ComparisonError(f"{result_path} was finished with a different config (keys {changed}); use another "
-                              "--output-dir or delete that run to redo it")
+        model = _MODEL_KEY in changed
+        if model and same_model(recorded.get(_MODEL_KEY), config.get(_MODEL_KEY), record.get("model_fingerprint")):
+            changed.remove(_MODEL_KEY)  # the same model folder, found at another path
+            model = False
+        if changed:
+            hint = (f" ({_MODEL_KEY} {recorded.get(_MODEL_KEY)!r} then, {config.get(_MODEL_KEY)!r} now: a local "
+                    "model counts as the same when its config.json and weight files are identical)" if model else "")
+            raise ComparisonError(f"{result_path} was finished with a different config (keys {changed}){hint}; use "
+                                  "another --output-dir or delete that run to redo it")
     changed = _changed_collision_args(record.get("collision_args") or {}, parsed)
     if changed:  # the same setting name, but the library's defaults have changed since
         raise ComparisonError(f"{result_path} was finished with other collision settings "

@@ -366,52 +366,50 @@ def _model_folder(path, weights=b"weights"):
     return str(path)
 
 
+def _compare_on(tmp_path, model, runner):
+    return run_comparison({**BASE, "model_name_or_path": model}, tmp_path / "runs", ["adamw"], [1], runner=runner,
+                          parse=parse_config, plot=False)
+
+
 def test_finished_run_of_the_same_model_at_another_path_is_reused(tmp_path):
     """A committed study continued from another virtual environment: the packaged model sits at another path."""
     runner = FakeRunner()
     first = _model_folder(tmp_path / "venv-a" / "model")
-    run_comparison({**BASE, "model_name_or_path": first}, tmp_path / "runs", ["adamw"], [1], runner=runner,
-                   parse=parse_config, plot=False)
+    _compare_on(tmp_path, first, runner)
     record = json.loads(next((tmp_path / "runs").glob(f"*/seed-1/{RESULT_FILE}")).read_text())
     assert record["model_fingerprint"].startswith("sha256:")
     shutil.rmtree(tmp_path / "venv-a")  # the first environment is gone: only the record's fingerprint is left
     second = _model_folder(tmp_path / "venv-b" / "model")
     tmp_path.joinpath("venv-b", "model", "tokenizer.json").write_text('{"other": "tokenizer files do not count"}')
-    run_comparison({**BASE, "model_name_or_path": second}, tmp_path / "runs", ["adamw"], [1], runner=runner,
-                   parse=parse_config, plot=False)
+    _compare_on(tmp_path, second, runner)
     assert len(runner.calls) == 1
 
 
 def test_finished_run_of_another_model_at_another_path_is_not_reused(tmp_path):
     runner = FakeRunner()
     first = _model_folder(tmp_path / "a")
-    run_comparison({**BASE, "model_name_or_path": first}, tmp_path / "runs", ["adamw"], [1], runner=runner,
-                   parse=parse_config, plot=False)
+    _compare_on(tmp_path, first, runner)
     for other in (_model_folder(tmp_path / "b", weights=b"other weights"), "some-org/some-model"):
         with pytest.raises(ComparisonError, match=r"different config \(keys \['model_name_or_path'\]\) "
                                                   r"\(model_name_or_path '.*a' then, '.*' now"):
-            run_comparison({**BASE, "model_name_or_path": other}, tmp_path / "runs", ["adamw"], [1], runner=runner,
-                           parse=parse_config, plot=False)
+            _compare_on(tmp_path, other, runner)
     assert len(runner.calls) == 1
 
 
 def test_record_without_fingerprint_is_fingerprinted_from_its_recorded_path(tmp_path):
     runner = FakeRunner()
     first = _model_folder(tmp_path / "a")
-    run_comparison({**BASE, "model_name_or_path": first}, tmp_path / "runs", ["adamw"], [1], runner=runner,
-                   parse=parse_config, plot=False)
+    _compare_on(tmp_path, first, runner)
     result = next((tmp_path / "runs").glob(f"*/seed-1/{RESULT_FILE}"))
     record = json.loads(result.read_text())
     del record["model_fingerprint"]  # as ko-hf wrote its records before it kept fingerprints
     result.write_text(json.dumps(record))
     second = _model_folder(tmp_path / "b")
-    run_comparison({**BASE, "model_name_or_path": second}, tmp_path / "runs", ["adamw"], [1], runner=runner,
-                   parse=parse_config, plot=False)
+    _compare_on(tmp_path, second, runner)
     assert len(runner.calls) == 1
     shutil.rmtree(tmp_path / "a")  # nothing left to tell: not reused
     with pytest.raises(ComparisonError, match="model_name_or_path"):
-        run_comparison({**BASE, "model_name_or_path": second}, tmp_path / "runs", ["adamw"], [1], runner=runner,
-                       parse=parse_config, plot=False)
+        _compare_on(tmp_path, second, runner)
 
 
 def test_moved_comparison_with_only_its_result_files_is_reused(tmp_path):

@@ -417,12 +417,24 @@ class KOTrainer(Trainer):
             args = self.args
             logger.warning(
                 "%s collision reverses the gradient of %r on average: mean per-row cos(g*, g) = %.3f < 0 "
-                "(coll_coef=%g%s). Lower coll_coef%s.",
+                "(coll_coef=%g%s). %s.",
                 args.collision, name, cosine, args.coll_coef,
                 f", collision_pairing={args.collision_pairing!r}" if args.collision == "hard" else "",
-                " or use collision_pairing='dsmc'" if args.collision == "hard" and args.collision_pairing == "all"
-                else "",
+                self._reversed_hint(name),
             )
+
+    def _reversed_hint(self, name: str) -> str:
+        args = self.args
+        param = self.collision_parameters().get(name)
+        if args.collision == "hard" and param is not None and param.ndim >= 1 and param.shape[0] == 2:
+            # Eq. 7 divides by the largest relative speed, which for a single pair is its own: it is accepted
+            # whenever exp(-lambda * w_r) > 1 - coef, so only a coef near 0 turns it down.
+            return ("A 2-row head has one pair, which collides at almost any coll_coef (Eq. 7 divides by its own "
+                    "relative speed), so lowering coll_coef does not help: add the pooler "
+                    "(collision_targets=['head', 'pooler']) or train this head without collisions")
+        if args.collision == "hard" and args.collision_pairing == "all":
+            return "Lower coll_coef or use collision_pairing='dsmc'"
+        return "Lower coll_coef"
 
     # ------------------------------------------------------------------ model card
 

@@ -59,15 +59,6 @@ def collision_generator_seed(seed: int, step: int, group_index: int = 0) -> int:
     return state >> 1
 
 
-def validate_collision_settings(
-    collision: Any, coef: Any, distance_scale: Any = 1.0, *, where: str = "collision", pairing: Any = "all"
-) -> None:
-    """Raises ``ValueError`` naming the bad value and what is valid (the checks of :mod:`ko_hf.settings`)."""
-    ko_setting("collision").validate(collision, where)
-    check_group_settings({"coll_coef": coef, "collision_distance_scale": distance_scale,
-                          "collision_pairing": pairing})
-
-
 def check_group_settings(group: dict[str, Any]) -> None:
     """Each setting that ``group`` carries, checked by its declaration; a param group holds the values themselves,
     so ``None`` ("derive it") is refused too."""

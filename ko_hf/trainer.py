@@ -426,7 +426,7 @@ class KOTrainer(Trainer):
     def _reversed_hint(self, name: str) -> str:
         args = self.args
         param = self.collision_parameters().get(name)
-        if args.collision == "hard" and param is not None and param.ndim >= 1 and param.shape[0] == 2:
+        if args.collision == "hard" and param is not None and param.shape[0] == 2:
             # Eq. 7 divides by the largest relative speed, which for a single pair is its own: it is accepted
             # whenever exp(-lambda * w_r) > 1 - coef, so only a coef near 0 turns it down.
             return ("A 2-row head has one pair, which collides at almost any coll_coef (Eq. 7 divides by its own "

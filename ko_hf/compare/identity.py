@@ -48,8 +48,8 @@ def model_fingerprint(name_or_path: object) -> str | None:
     folder = Path(name_or_path).expanduser()
     if not (folder / "config.json").is_file():
         return None
-    files = tuple((path.name, str(path), path.stat().st_size, path.stat().st_mtime_ns)
-                  for path in _model_files(folder))
+    files = tuple((path.name, str(path), stat.st_size, stat.st_mtime_ns)
+                  for path in _model_files(folder) for stat in (path.stat(),))
     return _digest(files)
 
 

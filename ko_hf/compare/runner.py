@@ -196,13 +196,13 @@ def _check_finished(result_path: Path, config: Mapping[str, Any], parsed: Any) -
     if recorded is not None and _comparable(recorded) != _comparable(config):
         changed = sorted(k for k in set(recorded) | set(config) if k not in _LOCATION_KEYS
                          and _comparable({k: recorded.get(k)}) != _comparable({k: config.get(k)}))
-        model = _MODEL_KEY in changed
-        if model and same_model(recorded.get(_MODEL_KEY), config.get(_MODEL_KEY), record.get("model_fingerprint")):
+        if _MODEL_KEY in changed and same_model(recorded.get(_MODEL_KEY), config.get(_MODEL_KEY),
+                                                record.get("model_fingerprint")):
             changed.remove(_MODEL_KEY)  # the same model folder, found at another path
-            model = False
         if changed:
             hint = (f" ({_MODEL_KEY} {recorded.get(_MODEL_KEY)!r} then, {config.get(_MODEL_KEY)!r} now: a local "
-                    "model counts as the same when its config.json and weight files are identical)" if model else "")
+                    "model counts as the same when its config.json and weight files are identical)"
+                    if _MODEL_KEY in changed else "")
             raise ComparisonError(f"{result_path} was finished with a different config (keys {changed}){hint}; use "
                                   "another --output-dir or delete that run to redo it")
     changed = _changed_collision_args(record.get("collision_args") or {}, parsed)

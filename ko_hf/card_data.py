@@ -11,7 +11,7 @@ from typing import Any
 
 from huggingface_hub import CardData
 
-from .logged_metrics import logged_metric
+from .logged_metrics import is_number, logged_metric
 
 __all__ = ["KOModelCardData", "RESULT_METRICS", "card_tags"]
 
@@ -28,10 +28,6 @@ RESULT_METRICS = {
 #: ko-hf 0.1's ``KOModelCardData`` arguments (in their order) -> the setting each one is.
 _LEGACY_ARGUMENTS = {"coll_coef": "coll_coef", "distance_scale": "collision_distance_scale",
                      "include_self": "collision_include_self", "collision_seed": "collision_seed"}
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def card_tags(collision: str, extra: list[str] | str | None = None) -> list[str]:

@@ -12,6 +12,7 @@ import torch
 from .card_data import KOModelCardData
 from .card_escape import visible
 from .card_render import start_label
+from .logged_metrics import aggregate_condensation
 from .plots import PLOTS_INSTALL_HINT
 from .settings import describe
 
@@ -30,10 +31,7 @@ def curve_history(d: KOModelCardData) -> list[dict[str, Any]]:
     start_entry: dict[str, Any] = {"step": d.condensation_start_step}
     for target, values in d.condensation_start.items():
         start_entry.update({f"ko/{target}/{k}": v for k, v in values.items()})
-    if len(d.condensation_start) >= 2:  # aggregates are logged with two or more targets only
-        start_entry["ko/weight_correlation"] = sum(v["weight_correlation"] for v in d.condensation_start.values()) \
-            / len(d.condensation_start)
-        start_entry["ko/neuron_similarity"] = max(v["neuron_similarity"] for v in d.condensation_start.values())
+    start_entry.update(aggregate_condensation(d.condensation_start))  # as logged: with two or more targets only
     first = d.condensation_start_step
     return ([start_entry] if d.condensation_start and not any(e.get("step") == first for e in d.ko_history)
             else []) + [e for e in d.ko_history if e.get("step", 0) >= first]

@@ -29,9 +29,7 @@ def _call(name: str, kwargs: Mapping[str, Any], comments: Mapping[str, str] | No
 def _ko_arguments_call(d: KOModelCardData) -> str:
     """``KOTrainingArguments(...)`` with every KO setting (as the run used it, else its default), the other fields
     the run's arguments class adds, and every non-default training argument."""
-    recorded = {"collision": d.collision, **d.ko_arguments}
-    ko = {setting.name: recorded.get(setting.name, setting.default) for setting in ko_settings()}
-    ko.update(recorded)
+    ko = {**{setting.name: setting.default for setting in ko_settings()}, "collision": d.collision, **d.ko_arguments}
     comments = {}
     if ko.get("collision_targets") is None and d.targets:  # None: the preset the trainer resolved
         comments["collision_targets"] = "the head: " + ", ".join(t["name"] for t in d.targets)

@@ -45,6 +45,7 @@ __all__ = [
     "row_cosines",
     "weight_correlation",
     "neuron_similarity",
+    "condensation",
     "cosine_similarity_matrix",
     "accepted_pair_fraction",
 ]
@@ -482,6 +483,16 @@ def weight_correlation(weight: torch.Tensor) -> float:
 def neuron_similarity(weight: torch.Tensor) -> float:
     """Max ``|cos(w_i, w_j)|`` over pairs ``i != j`` of rows (KO paper, Fig. 3)."""
     return float(_off_diagonal_abs_cosines(weight).max())
+
+
+def condensation(weight: torch.Tensor) -> dict[str, float] | None:
+    """:func:`weight_correlation` and :func:`neuron_similarity` of a weight's rows (a convolution kernel flattened
+    per output channel), from one cosine matrix; ``None`` for fewer than two rows."""
+    rows = weight.detach().reshape(weight.shape[0], -1)
+    if rows.shape[0] < 2:
+        return None
+    cosines = _off_diagonal_abs_cosines(rows)
+    return {"weight_correlation": float(cosines.mean()), "neuron_similarity": float(cosines.max())}
 
 
 def accepted_pair_fraction(

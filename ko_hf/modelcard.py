@@ -36,13 +36,14 @@ from transformers.trainer_callback import ExportableState
 from transformers.utils import logging
 
 from .base_model import BaseModelOrigin, is_hub_id, resolve_base_model
-from .card_data import RESULT_METRICS, KOModelCardData, card_tags, is_number
+from .card_data import RESULT_METRICS, KOModelCardData, card_tags
 from .card_escape import md_code, md_fence, md_text
 from .card_plots import draw_card_plots
 from .card_render import KO_CITATION, render_model_card
 from .card_reproduce import python_snippet
-from .collision import neuron_similarity, weight_correlation
+from .collision import condensation
 from .hub import hub_offline_flag
+from .logged_metrics import is_number
 from .non_default import field_default, non_default_fields, plain
 from .portable import portable_command, portable_option
 from .settings import setting_names
@@ -158,12 +159,9 @@ def card_data_from_arguments(args: Any, **values: Any) -> KOModelCardData:
     return d
 
 
-def condensation(weight: torch.Tensor) -> dict[str, float] | None:
-    """Weight correlation and neuron similarity of a weight's rows (None for fewer than two rows)."""
-    rows = weight.detach().reshape(weight.shape[0], -1)
-    if rows.shape[0] < 2:
-        return None
-    return {"weight_correlation": weight_correlation(rows), "neuron_similarity": neuron_similarity(rows)}
+def measure_targets(targets: list[tuple[str, torch.Tensor]]) -> dict[str, dict[str, float]]:
+    """``{name: condensation}`` of the targets with two or more rows."""
+    return {name: values for name, param in targets if (values := condensation(param)) is not None}
 
 
 def optimizer_settings(optimizer: Any) -> dict[str, Any]:
@@ -437,12 +435,7 @@ class KOModelCardCallback(TrainerCallback, ExportableState):
         return model
 
     def measure(self, model: Any, args: Any = None) -> dict[str, dict[str, float]]:
-        result = {}
-        for name, param in self._targets(self._model(model), args):
-            values = condensation(param)
-            if values is not None:
-                result[name] = values
-        return result
+        return measure_targets(self._targets(self._model(model), args))
 
     def _saved_start(self, state: Any) -> dict[str, Any] | None:
         """The start record a resumed run's checkpoint holds (None for a fresh run or an older checkpoint)."""
@@ -474,7 +467,7 @@ class KOModelCardCallback(TrainerCallback, ExportableState):
             if state.global_step:
                 logger.warning("the checkpoint does not record the start of training: the model card's start "
                                "condensation is measured at the resume point (step %d)", state.global_step)
-            record = {"step": int(state.global_step), "condensation": self.measure(model, args),
+            record = {"step": int(state.global_step), "condensation": measure_targets(targets),
                       "weights": {name: _encode_tensor(param) for name, param in targets
                                   if param.dim() >= 2 and param.numel() <= self.max_saved_elements}}
         self.start_record = record

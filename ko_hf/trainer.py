@@ -25,8 +25,13 @@ from .arguments import (  # noqa: F401 - KOTrainingArguments and its helpers, wh
     validate_ko_arguments,
 )
 from .checkpoints import CheckpointError, checkpoint_param_groups, find_resume_checkpoint, verify_checkpoint
-from .collision import neuron_similarity, weight_correlation
-from .logged_metrics import CONDENSATION_METRICS, layer_condensation, logged_metric  # noqa: F401 - also from here
+from .collision import condensation
+from .logged_metrics import (  # noqa: F401 - also from here
+    CONDENSATION_METRICS,
+    aggregate_condensation,
+    layer_condensation,
+    logged_metric,
+)
 from .modelcard import KOModelCardCallback, write_model_card
 from .optim import GROUP_STATE_DEFAULTS, CollisionMixin, group_defaults, ko_optimizer_class
 from .settings import DEFAULT_COLL_COEF, ko_setting, ko_settings, setting_names  # noqa: F401
@@ -385,20 +390,9 @@ class KOTrainer(Trainer):
         params = self.collision_parameters()
         if not params:
             return {}
-        metrics: dict[str, float] = {}
-        correlations, similarities = [], []
-        for name, param in params.items():
-            weight = param.detach()
-            weight = weight.reshape(weight.shape[0], -1)
-            if weight.shape[0] < 2:
-                continue
-            correlations.append(weight_correlation(weight))
-            similarities.append(neuron_similarity(weight))
-            metrics[f"ko/{name}/weight_correlation"] = correlations[-1]
-            metrics[f"ko/{name}/neuron_similarity"] = similarities[-1]
-        if len(correlations) >= 2:
-            metrics["ko/weight_correlation"] = sum(correlations) / len(correlations)
-            metrics["ko/neuron_similarity"] = max(similarities)
+        per_target = {name: values for name, param in params.items() if (values := condensation(param)) is not None}
+        metrics = {f"ko/{name}/{key}": value for name, values in per_target.items() for key, value in values.items()}
+        metrics.update(aggregate_condensation(per_target))
         optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
         if isinstance(optimizer, CollisionMixin):
             stats = optimizer.pop_collision_stats()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,7 +141,7 @@ class KOSetting:
                 raise self.error(raw, where)
             return text.lower() in _TRUE
         if self.type is list:
-            return self.validate([t for t in text.replace(",", "+").split("+")] if text else [], where)
+            return self.validate(text.replace(",", "+").split("+") if text else [], where)
         if self.type in (int, float):
             try:
                 value: Any = int(text) if self.type is int else float(text)
@@ -232,14 +232,9 @@ def derived_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return {s.name: s.derive(values) for s in ko_settings() if s.derive is not None}
 
 
-def validate_settings(values: Mapping[str, Any], names: Iterable[str] | None = None) -> dict[str, Any]:
+def validate_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     """Each given setting of ``values`` validated (``ValueError`` naming the first bad one); the normalised values."""
-    wanted = set(names) if names is not None else None
-    out = {}
-    for setting in ko_settings():
-        if setting.name in values and (wanted is None or setting.name in wanted):
-            out[setting.name] = setting.validate(values[setting.name])
-    return out
+    return {setting.name: setting.validate(values[setting.name]) for setting in ko_settings() if setting.name in values}
 
 
 def read_settings(values: Mapping[str, Any]) -> dict[str, Any]:

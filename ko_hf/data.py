@@ -407,16 +407,16 @@ def _read_with_datasets(path: Path) -> Table:
 
 def _read_json_document(path: Path) -> Table:
     """A ``.json`` file: one JSON document (a list of records, ``{"data": [records]}`` or a dict of columns),
-    decoded by :func:`read_text_robust`; anything else is read as JSON lines.
+    decoded by :func:`read_text_robust`; anything else is read as JSON lines, one record a line, from the same text.
 
-    The ``datasets`` JSON builder reads the two dict shapes as a single row of lists and needs strict UTF-8, so
-    one document is parsed here.
+    The ``datasets`` JSON builder reads the two dict shapes as a single row of lists and needs strict UTF-8 (Snips
+    stores emoji as UTF-8-encoded surrogate pairs), so a ``.json`` file is parsed here.
     """
     text = read_text_robust(path)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError:
-        return _read_with_datasets(path)
+        obj = _json_lines(path, text)
     if isinstance(obj, dict):
         lists = [v for v in obj.values() if isinstance(v, list)]
         if len(lists) == 1 and lists[0] and isinstance(lists[0][0], dict):
@@ -427,6 +427,17 @@ def _read_json_document(path: Path) -> Table:
         names = dict.fromkeys(str(name) for record in obj for name in record)
         return {name: [record.get(name) for record in obj] for name in names}
     raise DatasetError(f"{path}: expected a JSON list of records or a dict of columns, got {type(obj).__name__}")
+
+
+def _json_lines(path: Path, text: str) -> list:
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"{path}: neither one JSON document nor JSON lines (line {number}: {err})") from None
+    return records
 
 
 def _read_table(path: Path) -> Table:

@@ -208,6 +208,23 @@ def test_json_document_shapes(tmp_path, shape):
     assert sorted(column(data, "train", "text") + column(data, "validation", "text")) == sorted(r["text"] for r in rows)
 
 
+def test_json_lines_in_a_json_file_with_snips_surrogate_pairs(tmp_path):
+    # Snips stores emoji as UTF-8-encoded surrogate pairs: strict UTF-8 readers refuse the file
+    (tmp_path / "rows.json").write_bytes(b"".join(
+        b'{"text": "pizza %d ' % i + SURROGATE_PIZZA + b'", "label": "%s"}\n' % (b"food" if i % 2 else b"music")
+        for i in range(10)))
+    data = load_text_classification(str(tmp_path / "rows.json"))
+    assert data.label_names == ["food", "music"]
+    texts = column(data, "train", "text") + column(data, "validation", "text")
+    assert sorted(texts) == sorted(f"pizza {i} \U0001F355" for i in range(10))
+
+
+def test_json_file_that_is_neither_a_document_nor_lines_names_the_line(tmp_path):
+    (tmp_path / "bad.json").write_text('{"text": "a", "label": "x"}\n{"text": oops}\n')
+    with pytest.raises(DatasetError, match=r"bad.json: neither one JSON document nor JSON lines \(line 2"):
+        load_text_classification(str(tmp_path / "bad.json"))
+
+
 def test_mixed_label_types_in_one_file_become_strings(tmp_path):
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps({"text": f"m{i}", "label": [0, "0", "x"][i % 3]}) + "\n" for i in range(30)))

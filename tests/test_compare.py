@@ -371,11 +371,16 @@ def _compare_on(tmp_path, model, runner):
                           parse=parse_config, plot=False)
 
 
+def _one_finished_run(tmp_path, folder):
+    """A comparison of one run on a model folder made at ``tmp_path / folder``; its runner."""
+    runner = FakeRunner()
+    _compare_on(tmp_path, _model_folder(tmp_path / folder), runner)
+    return runner
+
+
 def test_finished_run_of_the_same_model_at_another_path_is_reused(tmp_path):
     """A committed study continued from another virtual environment: the packaged model sits at another path."""
-    runner = FakeRunner()
-    first = _model_folder(tmp_path / "venv-a" / "model")
-    _compare_on(tmp_path, first, runner)
+    runner = _one_finished_run(tmp_path, "venv-a/model")
     record = json.loads(next((tmp_path / "runs").glob(f"*/seed-1/{RESULT_FILE}")).read_text())
     assert record["model_fingerprint"].startswith("sha256:")
     shutil.rmtree(tmp_path / "venv-a")  # the first environment is gone: only the record's fingerprint is left
@@ -386,9 +391,7 @@ def test_finished_run_of_the_same_model_at_another_path_is_reused(tmp_path):
 
 
 def test_finished_run_of_another_model_at_another_path_is_not_reused(tmp_path):
-    runner = FakeRunner()
-    first = _model_folder(tmp_path / "a")
-    _compare_on(tmp_path, first, runner)
+    runner = _one_finished_run(tmp_path, "a")
     for other in (_model_folder(tmp_path / "b", weights=b"other weights"), "some-org/some-model"):
         with pytest.raises(ComparisonError, match=r"different config \(keys \['model_name_or_path'\]\) "
                                                   r"\(model_name_or_path '.*a' then, '.*' now"):
@@ -397,9 +400,7 @@ def test_finished_run_of_another_model_at_another_path_is_not_reused(tmp_path):
 
 
 def test_record_without_fingerprint_is_fingerprinted_from_its_recorded_path(tmp_path):
-    runner = FakeRunner()
-    first = _model_folder(tmp_path / "a")
-    _compare_on(tmp_path, first, runner)
+    runner = _one_finished_run(tmp_path, "a")
     result = next((tmp_path / "runs").glob(f"*/seed-1/{RESULT_FILE}"))
     record = json.loads(result.read_text())
     del record["model_fingerprint"]  # as ko-hf wrote its records before it kept fingerprints

@@ -477,7 +477,7 @@ def test_weight_correlation_compares_the_layers_every_run_measures():
 # ------------------------------------------------------------------ a setting declared once reaches compare
 
 #: A KO setting that exists only in the table (acting on hard collision), as the next setting someone adds would.
-DUMMY = ko_settings.KOSetting("collision_dummy", float, 0.5, "A setting declared in one place.", group_default=0.25,
+DUMMY = ko_settings.KOSetting("collision_dummy", float, 0.5, "A setting declared in one place.", in_group=True, legacy=0.25,
                               low=0.0, high=1.0, key="dummy", applies_to=("hard",))
 
 

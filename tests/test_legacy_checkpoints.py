@@ -1,0 +1,76 @@
+"""Checkpoints written by earlier releases resume exactly as they ran, whatever the current defaults.
+
+The fixtures (``tests/fixtures/legacy_checkpoints_<version>.pt``, written by ``tests/fixtures/legacy_checkpoints.py``
+with ko-hf 0.1 and 0.2) hold an optimizer state dict after a few steps and the weights the old release reached a
+few steps later. The current optimizer is built from the same hand-written groups — which now mean the current
+defaults (DSMC pairing, λ 0.05, the bounded soft form) — and must continue with the old ones after loading.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ko_hf.optim import DEFAULTS_KEY, KOAdamW
+
+FIXTURES = Path(__file__).with_name("fixtures")
+sys.path.insert(0, str(FIXTURES))
+try:
+    import legacy_checkpoints as recorded_cases
+finally:
+    sys.path.remove(str(FIXTURES))
+
+
+def cases():
+    for version in ("0.1", "0.2"):
+        data = torch.load(FIXTURES / f"legacy_checkpoints_{version}.pt", weights_only=True)
+        for name, case in data["cases"].items():
+            yield pytest.param(version, case, id=f"{version}-{name}")
+
+
+def continue_from(case, flagged):
+    model = recorded_cases.make_model()
+    model.load_state_dict(case["checkpoint"]["model"])
+    optimizer = recorded_cases.make_optimizer(model, dict(flagged))
+    optimizer.load_state_dict(case["checkpoint"]["optimizer"])
+    recorded_cases.train(model, optimizer, recorded_cases.batches(recorded_cases.STEPS_AFTER, offset=1))
+    return model, optimizer
+
+
+@pytest.mark.parametrize("version, case", cases())
+def test_checkpoint_resumes_exactly_as_it_ran(version, case):
+    model, optimizer = continue_from(case, case["group"])
+    for key, value in case["final"].items():
+        assert torch.equal(model.state_dict()[key], value), f"{key} differs from what ko-hf {version} computed"
+    assert optimizer.param_groups[1][DEFAULTS_KEY] == version
+
+
+@pytest.mark.parametrize("version, case", cases())
+def test_the_same_groups_built_today_mean_the_current_defaults(version, case):
+    """The check above can fail: a fresh optimizer from the same hand-written group collides with today's defaults,
+    which would have trained differently wherever the old group relied on a default."""
+    flagged = dict(case["group"])
+    optimizer = recorded_cases.make_optimizer(recorded_cases.make_model(), flagged)
+    group = optimizer.param_groups[1]
+    saved = case["checkpoint"]["optimizer"]["param_groups"][1]
+    assert group[DEFAULTS_KEY] == "0.3"
+    if "collision_pairing" not in flagged:
+        assert group["collision_pairing"] == "dsmc"
+        assert saved.get("collision_pairing", "all") == "all"
+    if "collision_distance_scale" not in flagged:
+        assert group["collision_distance_scale"] == 0.05 and saved["collision_distance_scale"] == 1.0
+
+
+def test_a_0_1_group_that_relied_on_defaults_would_train_differently_under_today_s_defaults():
+    data = torch.load(FIXTURES / "legacy_checkpoints_0.1.pt", weights_only=True)
+    case = data["cases"]["soft_minimal"]
+    state = case["checkpoint"]["optimizer"]
+    modern = {**state, "param_groups": [dict(g) for g in state["param_groups"]]}
+    modern["param_groups"][1]["collision_soft_form"] = "bounded"
+    model = recorded_cases.make_model()
+    model.load_state_dict(case["checkpoint"]["model"])
+    optimizer = recorded_cases.make_optimizer(model, case["group"])
+    optimizer.load_state_dict(modern)
+    recorded_cases.train(model, optimizer, recorded_cases.batches(recorded_cases.STEPS_AFTER, offset=1))
+    assert not all(torch.equal(model.state_dict()[k], v) for k, v in case["final"].items())

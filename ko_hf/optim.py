@@ -254,7 +254,7 @@ class CollisionMixin:
         if accepted is not None:
             stats["accepted_pairs"] = stats.get("accepted_pairs", 0) + accepted
             stats["pairs"] = stats.get("pairs", 0) + candidate_pairs(grad.shape[0], pairing)
-        if cosines is not None and self.guard_window is not None:
+        if cosines is not None and self.guard_window is not None and not grad.is_meta:  # meta: no values to read
             guard = self._guard_sums.setdefault(name, {"cosine": 0.0, "finite": 0})
             finite = torch.isfinite(mean)  # a non-finite gradient was left unchanged: not a turned-around one
             guard["cosine"] = guard["cosine"] + torch.where(finite, mean, 0.0)
@@ -330,8 +330,11 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
-def _step_generator(group: dict[str, Any], index: int, device: torch.device) -> torch.Generator:
-    """The generator of this step's hard-collision draws for the group: seeded by (seed, step, group index)."""
+def _step_generator(group: dict[str, Any], index: int, device: torch.device) -> torch.Generator | None:
+    """The generator of this step's hard-collision draws for the group: seeded by (seed, step, group index). The
+    meta device has no generator and draws nothing (shapes only): ``None``."""
+    if device.type == "meta":
+        return None
     seed = collision_generator_seed(group["collision_seed"], group["collision_step"], index)
     return torch.Generator(device=device).manual_seed(seed)
 

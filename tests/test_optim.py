@@ -282,3 +282,15 @@ def test_apply_collisions_never_reads_a_tensor_on_the_host(monkeypatch, collisio
             opt.apply_collisions()
     stats = opt.pop_collision_stats()["head"]  # read here, at a logging step
     assert stats["grad_change_ratio"] > 0 and -1 <= stats["grad_cosine_min"] <= stats["grad_cosine"] <= 1
+
+
+@pytest.mark.parametrize("base", [KOSGD, KOAdamW])
+@pytest.mark.parametrize("collision", ["soft", "hard"])
+def test_a_step_on_the_meta_device_gives_meta_results(base, collision):
+    """Meta parameters (shape-only dry runs) have no generator and no values: the step runs, nothing is read."""
+    weight = torch.nn.Parameter(torch.empty(5, 4, device="meta"))
+    weight.grad = torch.empty(5, 4, device="meta")
+    base([{"params": [weight], "collision": collision, "coll_coef": 0.5, "collision_pairing": "dsmc"}], lr=0.1).step()
+    assert weight.is_meta
+    with pytest.raises(ValueError, match="pairing='all'.*meta device.*use pairing='dsmc'"):
+        base([{"params": [weight], "collision": "hard", "coll_coef": 0.5, "collision_pairing": "all"}], lr=0.1).step()

@@ -241,16 +241,17 @@ class KOModelCardData(CardData):
         """The YAML metadata as a ``huggingface_hub.ModelCardData``."""
         from huggingface_hub import EvalResult, ModelCardData
 
+        text = lambda value: shown_text(value) if isinstance(value, str) else value  # noqa: E731
         identity = None if self.diverged else self.dataset_identity()
         eval_results = [
             EvalResult(task_type=self.pipeline_tag, task_name="Text Classification", dataset_type=identity[0],
-                       dataset_name=shown_text(identity[1]), dataset_config=self.dataset_config,
+                       dataset_name=shown_text(identity[1]), dataset_config=text(self.dataset_config),
                        dataset_split=self.result_split(split), metric_type=RESULT_METRICS[key][0],
                        metric_name=f"{RESULT_METRICS[key][1]} ({self.split_label(split)})",
                        metric_value=round(float(value), 6), metric_args=RESULT_METRICS[key][2])
             for split, key, value in (self.results() if identity else []) if key in RESULT_METRICS
         ]
-        text = lambda value: shown_text(value) if isinstance(value, str) else value  # noqa: E731
+        metric_ids = sorted({RESULT_METRICS[key][0] for _, key, _ in self.results() if key in RESULT_METRICS})
         return ModelCardData(
             base_model=self.base_model,
             datasets=list(self.datasets) or None,
@@ -263,9 +264,7 @@ class KOModelCardData(CardData):
             tags=[text(t) for t in self.tags] or card_tags(self.collision),
             model_name=text(self.model_name or "model"),
             eval_results=eval_results or None,
-            metrics=None if self.diverged else sorted({RESULT_METRICS[k][0] for m in (self.eval_metrics,
-                                                                                      self.test_metrics)
-                                                       for k in m if k in RESULT_METRICS}) or None,
+            metrics=None if self.diverged else metric_ids or None,
         )
 
     def result_split(self, split: str) -> str | None:

@@ -171,6 +171,31 @@ class _StatisticsRecorder:
             self.record(*args, **kwargs)
 
 
+def _register(graph: torch.cuda.CUDAGraph, generator: torch.Generator) -> None:
+    with warnings.catch_warnings():  # torch >= 2.14 registers generators by itself and deprecates this
+        warnings.simplefilter("ignore", category=(DeprecationWarning, FutureWarning))
+        graph.register_generator_state(generator)
+
+
+def replays_follow_reseeding(device: torch.device) -> bool:
+    """Whether a captured draw from a registered generator, replayed after ``manual_seed(s)``, equals an eager draw
+    from a fresh generator seeded with ``s`` (what :class:`CapturedStep` relies on); checked once per capture."""
+    generator = torch.Generator(device=device).manual_seed(1)
+    graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream(device=device)
+    _register(graph, generator)
+    torch.cuda.synchronize(device)
+    with torch.cuda.graph(graph, stream=stream):
+        drawn = torch.randn(64, generator=generator, device=device)
+    replayed = []
+    for seed in (2, 3):
+        generator.manual_seed(seed)
+        graph.replay()
+        replayed.append(drawn.clone())
+    expected = [torch.randn(64, generator=torch.Generator(device=device).manual_seed(seed), device=device)
+                for seed in (2, 3)]
+    return all(torch.equal(a, b) for a, b in zip(replayed, expected))
+
+
 class CudaGraphBackend:
     """Captures into a ``torch.cuda.CUDAGraph`` on a side stream (where the warm-up steps run too, as PyTorch's
     CUDA graph notes ask) and replays it on the current stream."""
@@ -186,9 +211,13 @@ class CudaGraphBackend:
             if generator.device.type != "cuda":
                 raise ValueError(f"hard collision draws from a generator on {generator.device}: the collision "
                                  "targets must be on the GPU for a CUDA graph")
-            with warnings.catch_warnings():  # torch >= 2.14 registers generators by itself and deprecates this
-                warnings.simplefilter("ignore", category=(DeprecationWarning, FutureWarning))
-                self.graph.register_generator_state(generator)
+            _register(self.graph, generator)
+        if generators and not replays_follow_reseeding(generators[0].device):
+            raise RuntimeError(
+                f"torch {torch.__version__} replays a registered generator with the seed it had at the capture, not "
+                "the one set before the replay, so captured hard collisions would repeat their draws; capture soft "
+                "collision only, or run hard collision eagerly"
+            )
 
     def warm(self, fn: Callable[[], Any]) -> Any:
         self.stream.wait_stream(torch.cuda.current_stream())

@@ -50,18 +50,25 @@ def assert_same_run(model, optimizer, other_model, other_optimizer):
             assert torch.equal(value, theirs["state"][index][key]), key
 
 
+def side_by_side(eager_model, eager, model, step, steps, after_each=None):
+    """``steps`` training steps of the eager run and of the captured one, on the same batch."""
+    for _ in range(steps):
+        backward(eager_model, eager)
+        backward(model, step.optimizer)
+        eager.step()
+        step()
+        if after_each:
+            after_each()
+
+
 @pytest.mark.parametrize("kind", ["adamw", "sgd"])
 @pytest.mark.parametrize("collision", ["hard", "soft"])
 def test_rehearsed_capture_replays_what_eager_steps_compute(kind, collision):
     eager_model, eager = model_and_optimizer(kind, collision)
     model, optimizer = model_and_optimizer(kind, collision)
     step = CapturedStep(optimizer, warmup=2, backend=RehearsalBackend())
-    for _ in range(6):
-        backward(eager_model, eager)
-        backward(model, optimizer)
-        eager.step()
-        step()
-        assert_same_run(eager_model, eager, model, optimizer)
+    side_by_side(eager_model, eager, model, step, 6,
+                 after_each=lambda: assert_same_run(eager_model, eager, model, optimizer))
     assert step.captured and optimizer.param_groups[1]["collision_step"] == 6
     assert optimizer.pop_collision_stats() == eager.pop_collision_stats()  # captured steps are counted too
 
@@ -73,11 +80,7 @@ def test_a_frozen_seed_would_be_caught():
     model, optimizer = model_and_optimizer("sgd", "hard")
     step = CapturedStep(optimizer, warmup=1, backend=RehearsalBackend())
     step.generators.reseed = lambda index=None: None
-    for _ in range(4):
-        backward(eager_model, eager)
-        backward(model, optimizer)
-        eager.step()
-        step()
+    side_by_side(eager_model, eager, model, step, 4)
     assert not torch.equal(eager_model[0].weight, model[0].weight)
 
 
@@ -106,11 +109,7 @@ def test_captured_steps_resume_as_the_uninterrupted_run():
     eager_model, eager = model_and_optimizer("adamw", "hard")
     model, optimizer = model_and_optimizer("adamw", "hard")
     step = CapturedStep(optimizer, warmup=1, backend=RehearsalBackend())
-    for _ in range(4):
-        backward(eager_model, eager)
-        backward(model, optimizer)
-        eager.step()
-        step()
+    side_by_side(eager_model, eager, model, step, 4)
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
     buffer.seek(0)
@@ -200,13 +199,7 @@ def test_a_tensor_lr_schedule_reaches_the_replays():
             group["lr"] = torch.tensor(0.1)
     schedules = [with_schedule(eager_model, eager), with_schedule(model, optimizer)]
     step = CapturedStep(optimizer, warmup=1, backend=RehearsalBackend())
-    for _ in range(4):
-        backward(eager_model, eager)
-        backward(model, optimizer)
-        eager.step()
-        step()
-        for schedule in schedules:
-            schedule.step()
+    side_by_side(eager_model, eager, model, step, 4, after_each=lambda: [schedule.step() for schedule in schedules])
     assert_same_run(eager_model, eager, model, optimizer)
 
 

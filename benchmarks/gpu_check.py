@@ -53,7 +53,7 @@ from machine import cpu_model  # noqa: E402
 
 PARTS = {  # name: (what, time limit in s on a GPU, in the quick rehearsal)
     "tests": ("`pytest -m cuda` (tests/test_cuda.py)", 210, 120),
-    "ops": ("collision ops vs an AdamW step of a bert-base-size model; peak memory", 120, 90),
+    "ops": ("collision ops vs one AdamW step of the BERT; peak memory", 120, 90),
     "graphs": ("KO optimizer step captured in a CUDA graph vs eager", 120, 90),
     "trainer": ("KOTrainer steps in bf16, KO vs AdamW", 150, 120),
     "ddp": ("DDP on every visible GPU", 150, 120),
@@ -150,6 +150,11 @@ def fixed_gradients(model, seed: int = 0) -> None:
     gen = torch.Generator().manual_seed(seed)
     for param in model.parameters():
         param.grad = (1e-3 * torch.randn(param.shape, generator=gen)).to(param.device)
+
+
+def steps_text(sizes: dict[str, Any]) -> str:
+    warmup = sizes["warmup"]
+    return f"{warmup} warm-up step{'s' if warmup != 1 else ''} then {sizes['steps']} timed"
 
 
 def ms(seconds: float) -> str:
@@ -298,7 +303,7 @@ def part_graphs(ctx: Context) -> None:
         times = median_times({"eager": eager.step, "replay": replay, "quiet": replay_quiet}, device, repeats,
                              warmup=warmup + 1)
         difference = max(float((a - b).abs().max()) for a, b in zip(models[0].parameters(), models[1].parameters()))
-        report.summary = f"{setting}: replay {times['eager'] / times['replay']:.2f}× faster than eager"
+        report.summary = f"{setting}: eager / replay {times['eager'] / times['replay']:.2f}×"
         report.add(f"| {setting} | {ms(times['eager'])} | {ms(times['replay'])} | {ms(times['quiet'])} | "
                    f"{times['eager'] / times['replay']:.2f}× | {difference:.2e} |")
         scale = max(float(p.abs().max()) for p in models[0].parameters())
@@ -342,8 +347,8 @@ def part_trainer(ctx: Context) -> None:
             self.times.append(time.perf_counter() - self.start)
 
     report.add(f"KOTrainer on the {model_name(ctx)}, bf16, optim adamw_torch_fused (the default), batch "
-               f"{sizes['batch']} × {sizes['seq']} tokens of synthetic data, {sizes['warmup']} warm-up steps then "
-               f"{sizes['steps']} timed (on_step_begin → on_step_end: forward, backward, clipping, optimizer step); "
+               f"{sizes['batch']} × {sizes['seq']} tokens of synthetic data, {steps_text(sizes)} "
+               "(on_step_begin → on_step_end: forward, backward, clipping, optimizer step); "
                "each setting a fresh trainer on the same initial weights and batches, AdamW first and last.", "",
                "| setting | median step | min | max | ratio to AdamW (mean of both AdamW runs) |",
                "|---|---:|---:|---:|---:|")
@@ -422,7 +427,7 @@ def part_ddp_worker(ctx: Context) -> None:
     sizes = ctx.sizes
     lines = [f"torchrun over {world} {'GPUs' if cuda else 'CPU processes (gloo)'}; the {model_name(ctx)} under "
              f"DistributedDataParallel, batch {sizes['batch']} × {sizes['seq']} tokens per rank (each rank its own "
-             f"data), {'bf16 autocast, ' if cuda else ''}{sizes['warmup']} warm-up steps then {sizes['steps']} timed "
+             f"data), {'bf16 autocast, ' if cuda else ''}{steps_text(sizes)} "
              "(forward, backward with the all-reduce, clipping, KO step). After the steps every rank's weights are "
              "compared with rank 0's.", "",
              "| setting | median step | ratio to AdamW | ranks bitwise equal |", "|---|---:|---:|---|"]
@@ -547,6 +552,8 @@ def run_child(name: str, args: argparse.Namespace, limit: float, log) -> tuple[s
                "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
         if args.device == "cpu":  # spinning OpenMP threads are many times slower on cores shared with other jobs
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        elif name != "ddp":  # one GPU (Trainer would wrap the model in DataParallel over several)
+            env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
         log.write(f"\n===== part {name}: {' '.join(command)}\n")
         log.flush()
         child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -607,6 +614,7 @@ def main() -> int:
     header = [f"- command: `python benchmarks/gpu_check.py {' '.join(sys.argv[1:])}`",
               f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
               *machine_lines(args.device),
+              f"- 1-minute load average at the start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)",
               f"- each part ran in its own process with its own time limit, within a budget of {budget:.0f} s; "
               f"their output is in `{log_path.name}`"]
     report = Report(out, title, header, parts)
@@ -616,6 +624,7 @@ def main() -> int:
         for name in parts:
             remaining = budget - (time.time() - started)
             if remaining < MIN_PART_S:
+                failed = True
                 report.status[name] = (f"not run: the budget of {budget:.0f} s was spent", "")
                 report.write()
                 continue

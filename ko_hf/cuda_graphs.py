@@ -6,7 +6,7 @@ changes from step to step; :class:`CapturedStep` carries each of them across rep
 
 - **Hard collision's random draws.** The eager step draws from a fresh ``torch.Generator`` seeded with
   ``collision_generator_seed(seed, step, group)`` (:meth:`~ko_hf.optim.CollisionMixin.collision_generator`); a
-  generator cannot be created or seeded during a capture. Here each flagged group gets one persistent generator,
+  generator cannot be created or reseeded during a capture. Here each flagged group gets one persistent generator,
   registered with the graph, and reseeded on the host with that same seed before every replay. PyTorch's graph-safe
   RNG reads a registered generator's current seed and offset at each replay (reseeding sets the offset to 0, as a
   fresh generator has), so a replay draws exactly what the eager step draws: the same numbers on every data-parallel

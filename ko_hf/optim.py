@@ -172,8 +172,7 @@ class CollisionMixin:
                     )
                 else:
                     if generator is None:
-                        seed = collision_generator_seed(group["collision_seed"], group["collision_step"], index)
-                        generator = torch.Generator(device=param.device).manual_seed(seed)
+                        generator = self.collision_generator(group, index, param.device)
                     new_grad, accepted = hard_collision_with_count(
                         weight,
                         grad,
@@ -186,6 +185,16 @@ class CollisionMixin:
                 if new_grad is not grad:
                     _write_back(param, grad, new_grad)
             group["collision_step"] += 1
+
+    def collision_generator(self, group: dict[str, Any], index: int, device: torch.device) -> torch.Generator:
+        """The generator hard collision draws from for ``group`` (the ``index``-th param group) at this step: a fresh
+        one on ``device``, seeded by :func:`collision_generator_seed` from the group's seed and step counter.
+
+        :class:`ko_hf.cuda_graphs.CapturedStep` replaces it, on the optimizer whose step it captures, by one
+        persistent generator per group that it reseeds with the same seed before every replay (README "On a GPU").
+        """
+        seed = collision_generator_seed(group["collision_seed"], group["collision_step"], index)
+        return torch.Generator(device=device).manual_seed(seed)
 
     def _record_stats(
         self, name: str, grad: torch.Tensor, new_grad: torch.Tensor, accepted: torch.Tensor | None, pairing: str

@@ -40,7 +40,8 @@ def build_model(kind: str, num_labels: int) -> torch.nn.Module:
     raise ValueError(f"unknown model size {kind!r}; valid: distilbert-base, bert-base")
 
 
-def build_optimizer(model: torch.nn.Module, collision: str, coef: float, distance_scale: float, pairing: str):
+def build_optimizer(model: torch.nn.Module, collision: str, coef: float, distance_scale: float, pairing: str,
+                    **optimizer_kwargs):
     targets = set(collision_target_names(model)) if collision != "none" else set()
     groups = [{"params": [p for n, p in model.named_parameters() if n not in targets]}]
     for name, param in model.named_parameters():
@@ -48,7 +49,7 @@ def build_optimizer(model: torch.nn.Module, collision: str, coef: float, distanc
             groups.append({"params": [param], "collision": collision, "coll_coef": coef,
                            "collision_distance_scale": distance_scale, "collision_pairing": pairing,
                            "collision_names": [name]})
-    return KOAdamW(groups, lr=2e-5, weight_decay=0.01)
+    return KOAdamW(groups, **{"lr": 2e-5, "weight_decay": 0.01, **optimizer_kwargs})
 
 
 def main() -> None:

@@ -11,9 +11,10 @@ from typing import Any
 
 from huggingface_hub import CardData
 
+from .card_escape import visible_lines
 from .logged_metrics import is_number, logged_metric
 
-__all__ = ["KOModelCardData", "RESULT_METRICS", "card_tags"]
+__all__ = ["KOModelCardData", "RESULT_METRICS", "RESTARTED_STATE", "card_tags", "shown_text"]
 
 #: Names under which evaluation metrics arrive, mapped to (model-index metric type, display name, metric args).
 RESULT_METRICS = {
@@ -28,6 +29,22 @@ RESULT_METRICS = {
 #: ko-hf 0.1's ``KOModelCardData`` arguments (in their order) -> the setting each one is.
 _LEGACY_ARGUMENTS = {"coll_coef": "coll_coef", "distance_scale": "collision_distance_scale",
                      "include_self": "collision_include_self", "collision_seed": "collision_seed"}
+
+
+#: What of a run restarts when its checkpoint lacks a state file (``KOTrainer.resume_report.missing``).
+RESTARTED_STATE = {
+    "optimizer.pt": "the optimizer moments (and KO's collision step counter)",
+    "scheduler.pt": "the learning-rate schedule",
+    "trainer_state.json": "the step count, the optimizer and the learning-rate schedule (training restarted at "
+                          "step 0 from the checkpoint's weights)",
+    "rng_state.pth": "the random number generators (data order, dropout)",
+}
+
+
+def shown_text(text: str) -> str:
+    """A user-given string as the card's metadata holds it: access tokens redacted, hidden characters (bidi,
+    zero-width, controls) made visible; newlines and tabs stay (YAML quotes them)."""
+    return visible_lines(text)
 
 
 def card_tags(collision: str, extra: list[str] | str | None = None) -> list[str]:
@@ -45,8 +62,12 @@ class KOModelCardData(CardData):
     """Everything the card says. Filled by ``KOModelCardCallback`` and ``write_model_card`` (``ko_hf.modelcard``)."""
 
     model_name: str | None = None
-    #: The repository this card is pushed to (``args.hub_model_id``), if set.
+    #: The repository this card is pushed to (the trainer's ``hub_model_id`` once a push created it, else
+    #: ``args.hub_model_id``), if set; the card's Hub snippet needs it as ``owner/name``.
     hub_model_id: str | None = None
+    #: The output folder as the user would type it in the directory the run started in (``ko_hf.portable``): where
+    #: the card's local snippets load the model from.
+    output_dir: str | None = None
     #: A Hub model id, or None: only a Hub id goes into the ``base_model`` metadata.
     base_model: str | None = None
     #: The local folder the weights were loaded from (said in the body only), when they came from one.
@@ -78,8 +99,8 @@ class KOModelCardData(CardData):
     dataset_splits: dict[str, int] = field(default_factory=dict)
     label_names: list[str] = field(default_factory=list)
     dataset_citation: str | None = None
-    #: True when the data was read from this machine (not from the Hub): the metadata names it by its folder
-    #: or file name and marks it local.
+    #: True when the data was read from this machine (not from the Hub): the body says so, and without a Hub id
+    #: (a recipe's) the metadata has no model-index results.
     dataset_local: bool = False
     #: Inputs truncated to this many tokens (``FinetuneOptions.max_length``), when known.
     max_length: int | None = None
@@ -87,6 +108,17 @@ class KOModelCardData(CardData):
     subsets: dict[str, int] = field(default_factory=dict)
     #: Seed of the subsets (and of a carved validation split).
     data_seed: int | None = None
+    #: The source's text column(s); two: each example's texts were tokenized as a pair.
+    text_columns: list[str] = field(default_factory=list)
+    label_column: str | None = None
+    #: True: validation was carved from train; False: it is the source's own; None: not recorded by the data.
+    validation_carved: bool | None = None
+    #: The share of train carved out as validation when the source has none (``validation_fraction``).
+    validation_fraction: float | None = None
+    #: ``drop_unseen_eval_labels``: validation/test rows whose label never occurs in train were dropped.
+    drop_unseen_eval_labels: bool = False
+    #: {split: rows dropped because their label never occurs in train}, when the data recorded them.
+    dropped_unseen: dict[str, int] = field(default_factory=dict)
 
     # KO
     collision: str = "none"
@@ -123,8 +155,18 @@ class KOModelCardData(CardData):
     precision: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     reproduce_command: str | None = None
-    #: The directory local paths of ``reproduce_command`` are relative to (its name only).
+    #: The directory local paths of ``reproduce_command`` are relative to (its name, or ``~/...``).
     reproduce_directory: str | None = None
+    #: Some path of the reproduce command could not be shown and is a ``path/to/<name>`` placeholder.
+    reproduce_placeholders: bool = False
+    #: {"checkpoint": its folder name, "step": the step it resumed at, "missing": [state files it lacked]} of a
+    #: run resumed from a checkpoint; None for a run trained in one go.
+    resumed: dict[str, Any] | None = None
+    #: Why the run is taken as diverged (e.g. "the final training loss is nan"); empty for a healthy run.
+    diverged: list[str] = field(default_factory=list)
+    #: Warnings about the run gathered when the card was made (e.g. ``KOTrainer.collision_warnings``); the card
+    #: adds its own findings (:meth:`card_warnings`).
+    warnings: list[str] = field(default_factory=list)
     reproduce_snippet: str | None = None
     #: [(caption, relative file name)] of the pictures next to the card
     plots: list[tuple[str, str]] = field(default_factory=list)
@@ -158,13 +200,36 @@ class KOModelCardData(CardData):
     def grad_cosines(self) -> list[tuple[int, float]]:
         return self.series("grad_cosine")
 
-    def dataset_identity(self) -> tuple[str, str]:
-        """(type, name) of the model-index dataset: its Hub id as type when there is one, ``local`` for data read
-        from this machine, else the name it was given."""
-        name = self.dataset_name or (self.datasets[0] if self.datasets else "custom")
-        if self.datasets:
-            return self.datasets[0], name
-        return ("local" if self.dataset_local else name), name
+    def hub_repo(self) -> str | None:
+        """The Hub repository the model is (to be) pushed to, when known as ``owner/name``."""
+        repo = self.hub_model_id
+        return repo if isinstance(repo, str) and repo.count("/") == 1 and all(repo.split("/")) else None
+
+    def restarted_state(self) -> list[str]:
+        """What restarted at the resume point because the checkpoint lacked its state file."""
+        missing = (self.resumed or {}).get("missing") or []
+        return [RESTARTED_STATE.get(name, f"the state kept in {name}") for name in missing]
+
+    def card_warnings(self) -> list[str]:
+        """The warnings the card shows (plain text): those gathered from the run, then the card's own findings."""
+        found = list(self.warnings)
+        if self.diverged:
+            found.append("Training diverged (" + "; ".join(self.diverged) + "): this model is broken, and the "
+                         "results below describe a broken model, so the metadata reports none.")
+        restarted = self.restarted_state()
+        if restarted:
+            found.append(f"The run was resumed from a checkpoint that lacked {', '.join(self.resumed['missing'])}: "
+                         f"{'; '.join(restarted)} restarted at the resume point, so this run differs from one "
+                         "trained in one go.")
+        return found
+
+    def dataset_identity(self) -> tuple[str, str] | None:
+        """(type, name) of the model-index dataset: its Hub id as type and the name it was given; None for data
+        with no Hub id (local or packaged): the model-index spec asks for a Hub dataset id, so such a run has no
+        model-index results (the body still gives them)."""
+        if not self.datasets:
+            return None
+        return self.datasets[0], self.dataset_name or self.datasets[0]
 
     def results(self) -> list[tuple[str, str, float]]:
         """``(split, metric key, value)`` of every numeric evaluation metric, validation split first."""
@@ -176,29 +241,39 @@ class KOModelCardData(CardData):
         """The YAML metadata as a ``huggingface_hub.ModelCardData``."""
         from huggingface_hub import EvalResult, ModelCardData
 
-        dataset_type, dataset_name = self.dataset_identity()
+        text = lambda value: shown_text(value) if isinstance(value, str) else value  # noqa: E731
+        identity = None if self.diverged else self.dataset_identity()
         eval_results = [
-            EvalResult(task_type=self.pipeline_tag, task_name="Text Classification", dataset_type=dataset_type,
-                       dataset_name=dataset_name, dataset_config=self.dataset_config, dataset_split=split,
-                       metric_type=RESULT_METRICS[key][0], metric_name=f"{RESULT_METRICS[key][1]} ({split})",
+            EvalResult(task_type=self.pipeline_tag, task_name="Text Classification", dataset_type=identity[0],
+                       dataset_name=shown_text(identity[1]), dataset_config=text(self.dataset_config),
+                       dataset_split=self.result_split(split), metric_type=RESULT_METRICS[key][0],
+                       metric_name=f"{RESULT_METRICS[key][1]} ({self.split_label(split)})",
                        metric_value=round(float(value), 6), metric_args=RESULT_METRICS[key][2])
-            for split, key, value in self.results() if key in RESULT_METRICS
+            for split, key, value in (self.results() if identity else []) if key in RESULT_METRICS
         ]
+        metric_ids = sorted({RESULT_METRICS[key][0] for _, key, _ in self.results() if key in RESULT_METRICS})
         return ModelCardData(
             base_model=self.base_model,
             datasets=list(self.datasets) or None,
-            language=self.language,
-            license=self.license,
-            license_name=self.license_name,
-            license_link=self.license_link,
+            language=[text(x) for x in self.language] if isinstance(self.language, list) else text(self.language),
+            license=text(self.license),
+            license_name=text(self.license_name),
+            license_link=text(self.license_link),
             library_name=self.library_name,
             pipeline_tag=self.pipeline_tag,
-            tags=list(self.tags) or card_tags(self.collision),
-            model_name=self.model_name or "model",
+            tags=[text(t) for t in self.tags] or card_tags(self.collision),
+            model_name=text(self.model_name or "model"),
             eval_results=eval_results or None,
-            metrics=sorted({RESULT_METRICS[k][0] for m in (self.eval_metrics, self.test_metrics) for k in m
-                            if k in RESULT_METRICS}) or None,
+            metrics=None if self.diverged else metric_ids or None,
         )
+
+    def result_split(self, split: str) -> str | None:
+        """The model-index split of a result: the data set's split, or none for a validation split carved from
+        train (the data set has no such split)."""
+        return None if split == "validation" and self.validation_carved else split
+
+    def split_label(self, split: str) -> str:
+        return "validation, carved from train" if split == "validation" and self.validation_carved else split
 
     def to_dict(self) -> dict[str, Any]:
         """The metadata block (what ``to_yaml`` writes), ``model-index`` included."""

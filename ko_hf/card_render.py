@@ -33,26 +33,47 @@ KO_CITATION = """@article{feng2025ko,
 }"""
 
 
+#: Below this magnitude (and from :data:`LARGE` on) a measured number is written in scientific notation.
+SMALL, LARGE = 1e-4, 1e6
+
+
 def fmt(value: Any) -> str:
-    """A number as the card shows it: 4 significant decimals, scientific when tiny or huge."""
-    if isinstance(value, bool):
+    """A measured number as the card's body writes it — the card's one number format: a whole number as an integer
+    with thousands separators (``1,234``); any other number with four decimals (``0.5000``, ``1.1080``,
+    ``-0.0146``), in scientific notation with four significant digits when its magnitude is below 0.0001 or from a
+    million on (``3.215e-05``); ``nan`` and ``inf`` as such. Settings are shown as given (:func:`code`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    if isinstance(value, float):
-        if value == 0:
-            return "0"
-        return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4f}".rstrip("0").rstrip(".")
-    if isinstance(value, (list, tuple)):
-        return "(" + ", ".join(fmt(v) for v in value) + ")"
-    return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and not SMALL <= abs(value) < LARGE:
+        return f"{value:.3e}"
+    return f"{value:,.4f}"
+
+
+def change(before: float, after: float) -> str:
+    """A measured change, signed, in :func:`fmt`'s format (``+0.0146``)."""
+    text = fmt(after - before)
+    return text if text.startswith(("-", "n")) else "+" + text
+
+
+def setting_text(value: Any) -> str:
+    """A setting as given: a float by its shortest exact form (``0.003``, ``5e-05``), lists as JSON."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def code(value: Any, *, cell: bool = False) -> str:
-    """A value in a code span: lists and dicts as JSON, numbers by :func:`fmt`."""
-    return md_code(json.dumps(value) if isinstance(value, (list, dict)) else fmt(value), cell=cell)
+    """A setting's value in a code span (:func:`setting_text`)."""
+    return md_code(setting_text(value), cell=cell)
 
 
 def count(n: float, unit: str) -> str:
-    """``1 epoch``, ``0.5 epochs``, ``3 epochs``."""
+    """``1 epoch``, ``0.5000 epochs``, ``3 epochs`` (a whole count as an integer)."""
+    n = int(n) if float(n).is_integer() else n
     return f"{fmt(n)} {unit}" if n == 1 else f"{fmt(n)} {unit}s"
 
 
@@ -81,16 +102,30 @@ def other_arguments(d: KOModelCardData) -> list[tuple[str, Any]]:
     return [(name, plain(value)) for name, value in d.ko_arguments.items() if name not in declared]
 
 
+def _seed(d: KOModelCardData) -> str:
+    return f", seed {d.data_seed}" if d.data_seed is not None else ""
+
+
+def carved_note(d: KOModelCardData) -> str:
+    """How a validation split carved from train was made."""
+    share = f"{d.validation_fraction:.0%} of train" if d.validation_fraction is not None else "a share of train"
+    return f"carved from train: {share}, label-stratified (`validation_fraction`{_seed(d)})"
+
+
 def split_rows(d: KOModelCardData) -> list[list[str]]:
-    """``[split, examples, note]``; the note says which splits are seeded, stratified subsets."""
+    """``[split, examples, note]``; the note says which splits are seeded, stratified subsets, which one was carved
+    from train, and how many rows were dropped for a label that train lacks."""
     rows = []
     for split, n in d.dataset_splits.items():
-        note = ""
+        notes = []
+        if split == "validation" and d.validation_carved:
+            notes.append(carved_note(d))
         if split in d.subsets:
             option = "max_train_samples" if split == "train" else "max_eval_samples"
-            seed = f", seed {d.data_seed}" if d.data_seed is not None else ""
-            note = f"a seeded, label-stratified subset (`{option}={d.subsets[split]}`{seed})"
-        rows.append([md_text(split), f"{n:,}", note])
+            notes.append(f"a seeded, label-stratified subset (`{option}={d.subsets[split]}`{_seed(d)})")
+        if d.dropped_unseen.get(split):
+            notes.append(f"{fmt(d.dropped_unseen[split])} rows dropped: their label is not in train")
+        rows.append([md_text(split), fmt(n), "; ".join(notes)])
     return rows if any(row[2] for row in rows) else [row[:2] for row in rows]
 
 
@@ -121,10 +156,15 @@ def condensation_rows(d: KOModelCardData, metrics: list[tuple[str, str]]) -> lis
             continue
         for metric, label in metrics:
             a, b = start.get(metric), end.get(metric)
-            change = f"{b - a:+.4f}" if a is not None and b is not None else "–"
             rows.append([md_code(name, cell=True), label, fmt(a) if a is not None else "–",
-                         fmt(b) if b is not None else "–", change])
+                         fmt(b) if b is not None else "–", change(a, b) if a is not None and b is not None else "–"])
     return rows
+
+
+def snippet_path(path: str) -> str:
+    """A local folder as Python code that names it: a string literal, ``os.path.expanduser`` around ``~/...``."""
+    literal = json.dumps(path)
+    return f"os.path.expanduser({literal})" if path == "~" or path.startswith("~/") else literal
 
 
 def render_model_card(card_data: KOModelCardData) -> str:
@@ -134,9 +174,10 @@ def render_model_card(card_data: KOModelCardData) -> str:
     card = ModelCard.from_template(
         card_data, template_path=str(TEMPLATE_PATH), card=card_data,
         md_text=md_text, md_code=md_code, md_fence=md_fence, fmt=fmt, code=code, count=count, hub_link=hub_link,
-        json=json.dumps, basename=lambda path: Path(path).name, table=markdown_table, start_label=start_label,
+        json=json.dumps, table=markdown_table, start_label=start_label,
         settings=shown_settings(card_data), other_arguments=other_arguments(card_data),
-        split_rows=split_rows(card_data), result_rows=result_rows(card_data), target_rows=target_rows(card_data),
+        split_rows=split_rows(card_data), carved_note=carved_note(card_data), warnings=card_data.card_warnings(),
+        snippet_path=snippet_path, result_rows=result_rows(card_data), target_rows=target_rows(card_data),
         statistic_rows=statistic_rows, condensation_rows=condensation_rows,
         paper_url=KO_PAPER_URL, ko_citation=KO_CITATION,
     )

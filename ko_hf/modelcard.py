@@ -22,6 +22,7 @@ import base64
 import contextlib
 import copy
 import importlib.metadata
+import math
 import os
 import platform
 import re
@@ -40,12 +41,13 @@ from .card_data import RESULT_METRICS, KOModelCardData, card_tags
 from .card_escape import md_code, md_fence, md_text
 from .card_plots import draw_card_plots
 from .card_render import KO_CITATION, render_model_card
-from .card_reproduce import python_snippet
+from .card_reproduce import python_snippet, scratch_command
 from .collision import condensation
-from .hub import hub_offline_flag
+from .hub import hub_offline_flag, is_repo_id
 from .logged_metrics import is_number
 from .non_default import field_default, non_default_fields, plain
-from .portable import portable_command, portable_option
+from .portable import Machine, portable_command, portable_directory, portable_path, portable_values, scrub_text
+from .redaction import redact_mapping, redact_text
 from .settings import setting_names
 from .targets import unwrap_model as _unwrap_model
 
@@ -54,7 +56,6 @@ from .card_escape import visible  # noqa: E402,F401
 from .card_plots import CURVES_FILE, similarity_plot_file  # noqa: E402,F401
 from .card_render import KO_PAPER_URL  # noqa: E402,F401
 from .plots import PLOTS_INSTALL_HINT  # noqa: E402,F401
-from .portable import portable_path  # noqa: E402,F401
 
 logger = logging.get_logger(__name__)
 
@@ -154,7 +155,9 @@ def card_data_from_arguments(args: Any, **values: Any) -> KOModelCardData:
     arguments and reproduce snippet (``values`` fill other fields: ``model_name``, ``targets``...)."""
     d = KOModelCardData(**values)
     record_settings(d, args)
-    d.non_default_hyperparameters = non_default_hyperparameters(args)
+    machine = Machine.here()
+    d.output_dir = d.output_dir or portable_path(str(args.output_dir), machine=machine)
+    d.non_default_hyperparameters = redact_mapping(portable_values(non_default_hyperparameters(args), machine))
     d.reproduce_snippet = python_snippet(d)
     return d
 
@@ -308,24 +311,28 @@ def adapter_facts(model: Any) -> dict[str, Any] | None:
     }
 
 
+#: Facts a data set may record besides its name, source, splits, labels and citation, read by the card when present:
+#: its text column(s) (two: a pair), its label column, whether validation was carved from train (the share, and the
+#: seed of the carve and of the subsets), and the rows dropped per split because their label never occurs in train.
+DATA_FACTS = ("text_columns", "label_column", "validation_carved", "validation_fraction", "seed", "dropped_unseen")
+
+
 def _dataset_facts(dataset_info: Any) -> dict[str, Any]:
+    """What a ``TextClassificationData`` (or a dict with the same keys) says about the data."""
     if dataset_info is None:
         return {}
     if isinstance(dataset_info, Mapping):
-        info = dict(dataset_info)
-        splits = info.get("splits") or {}
-        if not isinstance(splits, Mapping):
-            splits = {}
-        return {"name": info.get("name"), "source": info.get("source"),
-                "splits": {k: int(v) for k, v in splits.items()},
-                "label_names": list(info.get("label_names") or []), "citation": info.get("citation")}
-    splits = {}
-    dataset = getattr(dataset_info, "dataset", None)
-    if dataset is not None:
-        splits = {split: len(ds) for split, ds in dataset.items()}
-    return {"name": getattr(dataset_info, "name", None), "source": getattr(dataset_info, "source", None),
-            "splits": splits, "label_names": list(getattr(dataset_info, "label_names", []) or []),
-            "citation": getattr(dataset_info, "citation", None)}
+        get = dataset_info.get
+        splits = get("splits") or {}
+        splits = {k: int(v) for k, v in splits.items()} if isinstance(splits, Mapping) else {}
+    else:
+        def get(key: str) -> Any:
+            return getattr(dataset_info, key, None)
+
+        dataset = get("dataset")
+        splits = {split: len(ds) for split, ds in dataset.items()} if dataset is not None else {}
+    facts = {key: get(key) for key in ("name", "source", "citation", *DATA_FACTS)}
+    return {**facts, "splits": splits, "label_names": list(get("label_names") or [])}
 
 
 def _split_metrics(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
@@ -376,7 +383,9 @@ class KOModelCardCallback(TrainerCallback, ExportableState):
 
     What the card calls "start of training" (the targets' condensation, and their weights for the heatmaps up to
     :attr:`max_saved_elements` elements each) is saved with every checkpoint (``trainer_state.json``, as an
-    ``ExportableState``), so a resumed run's card describes the real start, not the resume point.
+    ``ExportableState``), so a resumed run's card describes the real start, not the resume point. So is
+    ``command``, the command line that started the run: a resumed run's card gives the command that trains it
+    from scratch, not the one that resumed it.
     """
 
     #: targets larger than this (elements) are not copied for the heatmap
@@ -384,9 +393,11 @@ class KOModelCardCallback(TrainerCallback, ExportableState):
     #: targets up to this size (elements) keep their start weights in checkpoints (base64 float32 in JSON)
     max_saved_elements = 1 << 17
 
-    def __init__(self, plots: bool = True, trainer: Any = None) -> None:
+    def __init__(self, plots: bool = True, trainer: Any = None, command: str | None = None) -> None:
         self.plots = plots
         self.trainer = trainer
+        #: The command line that started the run (kept from the checkpoint when the run resumes).
+        self.command = command
         self.card_data = KOModelCardData()
         self.start_weights: dict[str, torch.Tensor] = {}
         #: the step each of ``start_weights`` was taken at (0, or the resume point for a target too large to save)
@@ -408,7 +419,8 @@ class KOModelCardCallback(TrainerCallback, ExportableState):
 
     def state(self) -> dict[str, Any]:
         """Saved in every checkpoint's ``trainer_state.json`` (``stateful_callbacks``)."""
-        return {"args": {"plots": self.plots}, "attributes": {"start_record": self.start_record}}
+        return {"args": {"plots": self.plots},
+                "attributes": {"start_record": self.start_record, "command": self.command}}
 
     # -------------------------------------------------------------- what the trainer knows
 
@@ -437,14 +449,19 @@ class KOModelCardCallback(TrainerCallback, ExportableState):
     def measure(self, model: Any, args: Any = None) -> dict[str, dict[str, float]]:
         return measure_targets(self._targets(self._model(model), args))
 
-    def _saved_start(self, state: Any) -> dict[str, Any] | None:
-        """The start record a resumed run's checkpoint holds (None for a fresh run or an older checkpoint)."""
+    def _saved(self, state: Any) -> dict[str, Any]:
+        """The attributes a resumed run's checkpoint holds of this callback (empty for a fresh run)."""
         if not state.global_step:
-            return None
+            return {}
         stored = (getattr(state, "stateful_callbacks", None) or {}).get(type(self).__name__)
         if isinstance(stored, list):
             stored = stored[0] if stored else None
-        record = (stored or {}).get("attributes", {}).get("start_record") if isinstance(stored, dict) else None
+        attributes = stored.get("attributes") if isinstance(stored, dict) else None
+        return attributes if isinstance(attributes, dict) else {}
+
+    def _saved_start(self, state: Any) -> dict[str, Any] | None:
+        """The start record a resumed run's checkpoint holds (None for a fresh run or an older checkpoint)."""
+        record = self._saved(state).get("start_record")
         return record if isinstance(record, dict) and "condensation" in record else None
 
     # -------------------------------------------------------------- events
@@ -461,6 +478,10 @@ class KOModelCardCallback(TrainerCallback, ExportableState):
         data.ko_history = []
         for entry in state.log_history if state.global_step else []:
             self.on_log(args, state, control, logs=entry, step=entry.get("step"))
+        data.resumed = {"step": int(state.global_step)} if state.global_step else None
+        command = self._saved(state).get("command")
+        if isinstance(command, str) and command:
+            self.command = command  # the run's first command: what trains it from scratch
 
         record = self._saved_start(state)
         if record is None:
@@ -567,10 +588,11 @@ def _looks_local(name: str | None) -> bool:
         and not is_hub_id(name)
 
 
-def _local_name(name: str) -> str:
-    """A local data set's folder or file name (what the metadata may show of a path)."""
-    path = Path(str(name).rstrip("/\\")).expanduser()
-    return path.name or Path.cwd().name
+def _local_name(name: str, machine: Machine) -> str:
+    """A local data set's folder or file name (what the card calls it), unless that is a user's name."""
+    path = Path(machine.cwd, Path(str(name).rstrip("/\\")).expanduser())
+    local = Path(os.path.normpath(path)).name
+    return local if local and not machine.names_user([local]) else "local data"
 
 
 def _record_model(d: KOModelCardData, model: Any, inner: Any, origin: BaseModelOrigin) -> None:
@@ -585,8 +607,9 @@ def _record_model(d: KOModelCardData, model: Any, inner: Any, origin: BaseModelO
 
 
 def _record_dataset(d: KOModelCardData, trainer: Any, config: Any, dataset_info: Any, dataset_tags: Any,
-                    dataset: Any, dataset_args: Any) -> None:
-    """Which data set (a Hub id, else a local name marked local), its splits, labels and citation."""
+                    dataset: Any, dataset_args: Any, machine: Machine) -> None:
+    """Which data set (a Hub id, else a local name marked local), its splits, columns, labels and citation, and how
+    its validation split came about."""
     facts = _dataset_facts(dataset_info)
     hub_datasets = [dataset_tags] if isinstance(dataset_tags, str) else list(dataset_tags or [])
     source = facts.get("source")
@@ -605,11 +628,25 @@ def _record_dataset(d: KOModelCardData, trainer: Any, config: Any, dataset_info:
         if recipe is not None and recipe.hub_id and local_source:  # a local copy of a recipe's Hub data set
             hub_datasets = [recipe.hub_id]
     d.dataset_local = bool(local_source or (not hub_datasets and _looks_local(name)))
-    d.datasets = hub_datasets
-    d.dataset_name = _local_name(name) if _looks_local(name) else name
+    invalid = [x for x in hub_datasets if not is_repo_id(x)]
+    if invalid:
+        logger.warning("dataset_tags %s are no Hub dataset ids (owner/name): left out of the model card's metadata",
+                       invalid)
+    d.datasets = [x for x in hub_datasets if x not in invalid]
+    d.dataset_name = _local_name(name, machine) if _looks_local(name) else name
     configs = [dataset_args] if isinstance(dataset_args, str) else list(dataset_args or [])
     d.dataset_config = configs[0] if configs else None
-    d.dataset_source = source
+    d.dataset_source = portable_path(source, machine=machine) if local_source else source
+    columns = facts.get("text_columns")
+    d.text_columns = [columns] if isinstance(columns, str) else [str(c) for c in columns or []]
+    d.label_column = facts.get("label_column")
+    if isinstance(facts.get("validation_carved"), bool):
+        d.validation_carved = facts["validation_carved"]
+    if is_number(facts.get("validation_fraction")):
+        d.validation_fraction = float(facts["validation_fraction"])
+    if is_number(facts.get("seed")):
+        d.data_seed = int(facts["seed"])
+    d.dropped_unseen = {str(k): int(v) for k, v in (facts.get("dropped_unseen") or {}).items() if v}
     d.dataset_splits = facts.get("splits") or {}
     if not d.dataset_splits:
         for split, ds in (("train", trainer.train_dataset), ("validation", trainer.eval_dataset)):
@@ -623,22 +660,65 @@ def _record_dataset(d: KOModelCardData, trainer: Any, config: Any, dataset_info:
     d.dataset_citation = facts.get("citation")
 
 
-def _finetune_options(d: KOModelCardData, options: Any, seed: int, cwd: str, origin: BaseModelOrigin) -> dict:
-    """What ``finetune``'s options add to the card (input length, subsets), and the non-default ones for the
-    snippet, their paths portable."""
+def _finetune_options(d: KOModelCardData, options: Any, seed: int, machine: Machine,
+                      origin: BaseModelOrigin) -> dict:
+    """What ``finetune``'s options add to the card (input length, subsets, how validation is made, columns given),
+    and the non-default ones for the snippet, their paths portable."""
     d.max_length = getattr(options, "max_length", None)
+    if d.validation_fraction is None and is_number(getattr(options, "validation_fraction", None)):
+        d.validation_fraction = float(options.validation_fraction)
+    d.drop_unseen_eval_labels = bool(getattr(options, "drop_unseen_eval_labels", False))
+    if not d.text_columns and getattr(options, "text_column", None):  # given explicitly, not recorded by the data
+        given = options.text_column
+        d.text_columns = [given] if isinstance(given, str) else [str(c) for c in given]
+    d.label_column = d.label_column or getattr(options, "label_column", None)
     limits = {"train": getattr(options, "max_train_samples", None),
               "validation": getattr(options, "max_eval_samples", None),
               "test": getattr(options, "max_eval_samples", None)}
     d.subsets = {split: int(limit) for split, limit in limits.items()
                  if limit is not None and d.dataset_splits.get(split) == limit}  # (a smaller split was not cut)
-    d.data_seed = int(seed)
-    shown = non_default_fields(options)
-    for key in ("model_name_or_path", "dataset", "tokenizer_name"):
-        if isinstance(shown.get(key), str):
-            shown[key] = portable_option(shown[key], cwd, origin)
+    d.data_seed = int(seed) if d.data_seed is None else d.data_seed
+    shown = portable_values(non_default_fields(options), machine, origin)
     shown.setdefault("max_length", d.max_length)
-    return shown
+    return redact_mapping(shown)
+
+
+def divergence(log_history: list[dict[str, Any]], weights: Mapping[str, torch.Tensor]) -> list[str]:
+    """Why a run is taken as diverged (empty for a healthy one): its last logged training loss or its final
+    training loss is not finite, or a collision target holds non-finite values."""
+    reasons = []
+    for key, label in (("loss", "the last logged training loss"), ("train_loss", "the final training loss")):
+        values = [entry[key] for entry in log_history if is_number(entry.get(key))]
+        if values and not math.isfinite(values[-1]):
+            reasons.append(f"{label} is {float(values[-1])}")
+    broken = [name for name, weight in weights.items() if not bool(torch.isfinite(_local_copy(weight)).all())]
+    if broken:
+        reasons.append("non-finite values in " + ", ".join(broken))
+    return reasons
+
+
+def _record_resume(d: KOModelCardData, trainer: Any, machine: Machine) -> None:
+    """Which checkpoint a resumed run continued (by its name when it is the run's own), at which step, and which
+    of its state files were missing (``KOTrainer.resume_report``; the step as the callback saw it at the start of
+    training)."""
+    report = getattr(trainer, "resume_report", None)
+    if report is None or not getattr(report, "checkpoint", None):
+        return
+    checkpoint = os.path.normpath(os.path.join(machine.cwd, str(report.checkpoint)))
+    output_dir = os.path.normpath(os.path.join(machine.cwd, str(trainer.args.output_dir)))
+    checkpoint = (os.path.relpath(checkpoint, output_dir) if os.path.dirname(checkpoint) == output_dir
+                  else portable_path(checkpoint, machine=machine))  # one of the run's own: by its name
+    step = (d.resumed or {}).get("step")
+    if step is None:
+        match = re.search(r"(\d+)$", Path(str(report.checkpoint)).name)
+        step = int(match.group(1)) if match else None
+    d.resumed = {"checkpoint": checkpoint, "step": step, "missing": [str(m) for m in report.missing or []]}
+
+
+def _gathered_warnings(trainer: Any) -> list[str]:
+    """``trainer.collision_warnings`` (warnings about how the collision acted on this run), once each."""
+    found = getattr(trainer, "collision_warnings", None) or []
+    return list(dict.fromkeys(redact_text(str(w)) for w in ([found] if isinstance(found, str) else found)))
 
 
 def build_card_data(
@@ -662,14 +742,16 @@ def build_card_data(
 ) -> KOModelCardData:
     """Fill a :class:`KOModelCardData` from a trainer (its card callback's records, args, model, log history).
 
-    Reads only: the trainer, its arguments and accelerate's state are left exactly as they were.
+    Reads only: the trainer, its arguments and accelerate's state are left exactly as they were. Every local path
+    the card shows is portable (``ko_hf.portable``: relative to the directory the run started in, ``~/...``, no
+    user name) and every secret redacted (``ko_hf.redaction``).
     """
     callback = _card_callback(trainer)
     args = trainer.args
     d = copy.deepcopy(callback.card_data)  # the card's additions do not leak into what the callback recorded
     model = trainer.model
     output_dir = Path(output_dir or args.output_dir)
-    cwd = os.getcwd()
+    machine = Machine.here()
 
     if not callback.trained:  # card written without train(): describe what there is now
         d.targets = [{"name": n, "shape": list(p.shape)} for n, p in callback._targets(model, args)]
@@ -677,8 +759,9 @@ def build_card_data(
     if model is not None and not d.condensation_end:
         d.condensation_end = callback.measure(model, args)
 
-    # model and its origin
-    d.hub_model_id = args.hub_model_id
+    # model and its origin; where it is (the folder the run wrote, the Hub repository it is pushed to)
+    d.hub_model_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id
+    d.output_dir = portable_path(str(args.output_dir), machine=machine)
     d.model_name = model_name or d.model_name or (args.hub_model_id.split("/")[-1] if args.hub_model_id
                                                   else output_dir.name)
     inner = unwrap_model(model)
@@ -686,6 +769,7 @@ def build_card_data(
     origin = resolve_base_model(finetuned_from or getattr(config, "_name_or_path", None)
                                 or getattr(inner, "name_or_path", None) or "")
     _record_model(d, model, inner, origin)
+    d.base_model_path = portable_path(origin.path, machine=machine) if origin.path else None
     d.language = language
     if license:
         d.license, d.license_name, d.license_link, d.license_source = license, None, None, "given"
@@ -699,8 +783,8 @@ def build_card_data(
     if tasks:
         d.pipeline_tag = tasks if isinstance(tasks, str) else list(tasks)[0]
 
-    _record_dataset(d, trainer, config, dataset_info, dataset_tags, dataset, dataset_args)
-    options = (_finetune_options(d, finetune_options, args.seed, cwd, origin) if finetune_options is not None
+    _record_dataset(d, trainer, config, dataset_info, dataset_tags, dataset, dataset_args, machine)
+    options = (_finetune_options(d, finetune_options, args.seed, machine, origin) if finetune_options is not None
                else None)
 
     # results: the callback's records, else the log history; explicit metrics win
@@ -718,8 +802,11 @@ def build_card_data(
         d.ko_history = [{"step": e.get("step", 0), **{k: v for k, v in e.items() if k.startswith("ko/")}}
                         for e in history if any(k.startswith("ko/") for k in e)]
 
-    # run
-    d.non_default_hyperparameters = non_default_hyperparameters(args)
+    # run: how it went (diverged? resumed?), its settings, how to reproduce it
+    d.diverged = divergence(history, dict(callback._targets(model, args)))
+    _record_resume(d, trainer, machine)
+    d.warnings = _gathered_warnings(trainer)
+    d.non_default_hyperparameters = redact_mapping(portable_values(non_default_hyperparameters(args), machine))
     if d.global_step is None and trainer.state.global_step:
         d.global_step = int(trainer.state.global_step)
     runtimes = [e["train_runtime"] for e in history if "train_runtime" in e]
@@ -727,8 +814,10 @@ def build_card_data(
     d.versions = framework_versions()
     if d.adapter:
         d.versions["PEFT"] = d.adapter["version"]
-    d.reproduce_command = portable_command(reproduce_command, cwd, origin) if reproduce_command else None
-    d.reproduce_directory = Path(cwd).name if d.reproduce_command else None
+    command = callback.command or reproduce_command
+    scratch = scratch_command(command, machine, origin) if command else None
+    d.reproduce_command, d.reproduce_placeholders = scratch if scratch else (None, False)
+    d.reproduce_directory = portable_directory(machine) if d.reproduce_command else None
     d.reproduce_snippet = python_snippet(d, getattr(config, "num_labels", None), options)
 
     d.plots, d.plots_note = [], None
@@ -744,15 +833,15 @@ def write_model_card(trainer: Any, **kwargs: Any) -> Path | None:
     """Write ``README.md`` (and the condensation pictures) into ``args.output_dir``; main process only.
 
     Takes ``Trainer.create_model_card``'s arguments plus ``dataset_info`` (a ``TextClassificationData`` or a
-    dict with name / source / splits / label_names / citation), ``reproduce_command``, ``metrics`` (extra
-    results, e.g. ``{"test_accuracy": 0.93}``) and ``plots`` (override the callback's setting). Returns the
-    card's path (None on other processes).
+    dict with name / source / splits / label_names / citation, and the facts of :data:`DATA_FACTS` when known),
+    ``reproduce_command``, ``metrics`` (extra results, e.g. ``{"test_accuracy": 0.93}``) and ``plots`` (override
+    the callback's setting). Returns the card's path (None on other processes).
     """
     if not trainer.is_world_process_zero():
         return None
     output_dir = Path(kwargs.pop("output_dir", None) or trainer.args.output_dir)
     card_data = build_card_data(trainer, output_dir=output_dir, **kwargs)
-    text = render_model_card(card_data)
+    text = redact_text(scrub_text(render_model_card(card_data), Machine.here()))  # last guards: see each
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "README.md"
     path.write_text(text, encoding="utf-8")

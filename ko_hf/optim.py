@@ -220,7 +220,7 @@ class CollisionMixin:
                     )
                 else:
                     if generator is None:
-                        generator = _step_generator(group, index, param.device)
+                        generator = self.collision_generator(group, index, param.device)
                     new_grad, accepted = hard_collision_with_count(
                         weight,
                         grad,
@@ -233,6 +233,19 @@ class CollisionMixin:
                 if new_grad is not grad:
                     _write_back(param, grad, new_grad)
             group["collision_step"] += 1
+
+    def collision_generator(self, group: dict[str, Any], index: int, device: torch.device) -> torch.Generator | None:
+        """The generator hard collision draws from for ``group`` (the ``index``-th param group) at this step: a fresh
+        one on ``device``, seeded by :func:`collision_generator_seed` from the group's seed and step counter. The
+        meta device has no generator and draws nothing (shapes only): ``None``.
+
+        :class:`ko_hf.cuda_graphs.CapturedStep` replaces it, on the optimizer whose step it captures, by one
+        persistent generator per group that it reseeds with the same seed before every replay (README "On a GPU").
+        """
+        if device.type == "meta":
+            return None
+        seed = collision_generator_seed(group["collision_seed"], group["collision_step"], index)
+        return torch.Generator(device=device).manual_seed(seed)
 
     def _record_stats(
         self, name: str, grad: torch.Tensor, new_grad: torch.Tensor, accepted: torch.Tensor | None, pairing: str
@@ -328,15 +341,6 @@ class CollisionMixin:
 def _capturing() -> bool:
     """Inside a CUDA graph capture, where reading the device is not allowed."""
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-
-
-def _step_generator(group: dict[str, Any], index: int, device: torch.device) -> torch.Generator | None:
-    """The generator of this step's hard-collision draws for the group: seeded by (seed, step, group index). The
-    meta device has no generator and draws nothing (shapes only): ``None``."""
-    if device.type == "meta":
-        return None
-    seed = collision_generator_seed(group["collision_seed"], group["collision_step"], index)
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 @functools.cache

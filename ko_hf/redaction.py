@@ -61,10 +61,13 @@ def redact_mapping(mapping: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _redact_assignment(text: str) -> str:
-    """``KEY=VALUE`` (``--set`` pairs, ``--flag=value``) with the value hidden when the key names a secret."""
+    """``KEY=VALUE`` (``--set`` pairs, ``--flag=value``) with the value hidden when the key names a secret; the
+    value of ``--flag=KEY=VALUE`` (``--set=hub_token=...``) is read as an assignment in turn."""
     key, sep, value = text.partition("=")
     if sep and is_secret_key(key):
         return f"{key}={REDACTED}"
+    if sep and key.startswith("-") and "=" in value:
+        return f"{key}={_redact_assignment(value)}"
     return redact_text(text)
 
 

@@ -1,6 +1,7 @@
 """The model card of a tiny run: metadata that the Hub parses, and a body that tells the truth about the run."""
 
 import ast
+import contextlib
 import copy
 import dataclasses
 import fnmatch
@@ -226,7 +227,8 @@ def test_local_base_model_is_not_put_in_base_model(tmp_path):
     trainer.create_model_card()
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert card.data.base_model is None
-    assert str(local) in card.text and "local checkpoint" in card.text
+    # named by its folder, never by its absolute path (which here runs through /tmp/pytest-of-<user>)
+    assert str(local) not in card.content and "my-local-bert`" in card.text and "local checkpoint" in card.text
     assert "collision-soft" in card.data.tags
     assert "No evaluation was run" in card.text
     assert "## How KO shaped this model" in card.text and "Include self" in card.text
@@ -237,7 +239,7 @@ def test_local_base_model_is_not_put_in_base_model(tmp_path):
 
 def test_baseline_says_ko_was_not_applied(tmp_path):
     trainer = run(tmp_path / "baseline", collision="none", max_steps=4, eval_steps=2)
-    trainer.create_model_card(finetuned_from=HUB_BASE, tags=["collision-hard", "mine"])
+    trainer.create_model_card(finetuned_from=HUB_BASE, tags=["collision-hard", "mine"], dataset_tags="acme/tiny")
     card = ModelCard.load(tmp_path / "baseline" / "README.md")
     assert "KO collisions were NOT applied" in card.text
     assert "## How KO shaped this model" not in card.text
@@ -275,10 +277,10 @@ def test_evaluate_still_works_after_create_model_card(tmp_path):
     trainer = run(tmp_path / "out", collision="hard", max_steps=2, eval_strategy="no",
                   callbacks=[KOModelCardCallback(plots=False)])
     before = trainer.evaluate()
-    trainer.create_model_card()
+    trainer.create_model_card(dataset_tags="acme/tiny")
     after = trainer.evaluate()
     assert after["eval_loss"] == pytest.approx(before["eval_loss"])
-    trainer.create_model_card()  # and again: nothing accumulates
+    trainer.create_model_card(dataset_tags="acme/tiny")  # and again: nothing accumulates
     assert ModelCard.load(tmp_path / "out" / "README.md").data.eval_results
 
 
@@ -389,11 +391,22 @@ def test_architecture_is_the_classifier_that_was_trained(tmp_path):
     assert "`BertForSequenceClassification`" in summary and "BertModel" not in summary
 
 
+@contextlib.contextmanager
+def working_directory(folder):
+    """Run the block in ``folder``, as a user runs ``ko-finetune`` from a project folder."""
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
-    """A ko-finetune run on a local CSV folder with --max-train-samples, and the command line that started it."""
-
-
+    """A ko-finetune run on a local CSV folder with --max-train-samples, and the command line that started it, run
+    from its own folder (the repository's tests run from the checkout, and a path from there to pytest's
+    /tmp/pytest-of-<user> would name the user: the card shows such a path as a placeholder)."""
     root = tmp_path_factory.mktemp("finetuned")
     model_dir = save_tiny_model(root / "tiny-bert")
     data = write_fixture(root, "csv")[0]
@@ -402,7 +415,8 @@ def finetuned(tmp_path_factory):
                           "--max-train-samples", "12", "--collision", "hard"])
     options, args = parse_config(make_config(model_dir, data, out, num_train_epochs=1, max_train_samples=12,
                                              collision="hard"))
-    result = finetune(options, args, reproduce_command=command)
+    with working_directory(root):
+        result = finetune(options, args, reproduce_command=command)
     return {"card": ModelCard.load(result.card_path), "root": root, "model": model_dir, "data": data,
             "options": options, "args": args}
 
@@ -419,11 +433,14 @@ def test_card_counts_one_epoch_in_the_singular(finetuned):
     assert "1 epochs" not in text
 
 
-def test_local_data_is_named_by_its_folder_and_marked_local_in_the_metadata(finetuned):
+def test_local_data_is_named_by_its_folder_and_has_no_model_index_results(finetuned):
+    """model-index named local data `type: local` (and the demo set `type: demo`): no Hub dataset id, which the
+    spec and huggingface_hub's EvalResult ask for. Without a Hub id the metadata lists no results; the body does."""
     card, root = finetuned["card"], str(finetuned["root"])
-    results = card.data.eval_results
-    assert results and all(r.dataset_type == "local" and r.dataset_name == "data-csv" for r in results)
     metadata = card.content.split("\n---\n")[0]
+    assert card.data.eval_results is None and "model-index" not in metadata
+    assert "data-csv" in card.text.split("## Dataset")[1].split("## ")[0]
+    assert "| validation | Accuracy |" in card.text and "this data has none" in card.text
     assert root not in metadata and str(finetuned["data"]) not in metadata
 
 
@@ -435,9 +452,10 @@ def test_reproduce_command_has_no_absolute_path_and_still_runs_from_the_same_dir
     words = shlex.split(command)
     assert words[0] == "ko-finetune" and not any(os.path.isabs(w) for w in words)
     # copyable: the relative paths name the same folders from the directory the run started in
-    assert Path(words[1]).expanduser().resolve() == finetuned["model"].resolve()
-    assert Path(words[words.index("--dataset") + 1]).expanduser().resolve() == finetuned["data"].resolve()
-    assert f"(`{Path.cwd().name}`)" in section
+    root = finetuned["root"]
+    assert (root / words[1]).resolve() == finetuned["model"].resolve()
+    assert (root / words[words.index("--dataset") + 1]).resolve() == finetuned["data"].resolve()
+    assert f"(`{root.name}`)" in section
 
 
 def test_portable_command_rule():
@@ -459,7 +477,9 @@ def test_finetune_snippet_rebuilds_the_same_options_and_arguments(finetuned):
     options = FinetuneOptions(**calls["FinetuneOptions"])
     original = finetuned["options"]
     assert (options.max_length, options.max_train_samples, options.plots) == (32, 12, False)
-    assert Path(options.model_name_or_path).resolve() == Path(original.model_name_or_path).resolve()
+    root = finetuned["root"]  # the directory the run started in
+    assert (root / options.model_name_or_path).resolve() == Path(original.model_name_or_path).resolve()
+    assert (root / calls["KOTrainingArguments"]["output_dir"]).resolve() == Path(finetuned["args"].output_dir)
     args = KOTrainingArguments(**calls["KOTrainingArguments"])
     for name in ko_field_names():
         assert getattr(args, name) == getattr(finetuned["args"], name), name
@@ -515,7 +535,7 @@ def test_render_hostile_card_data_parses_and_keeps_the_body_inert():
                            targets=[{"name": "classifier.weight|x`y", "shape": [11, 4]}],
                            condensation_start={"classifier.weight|x`y": {"weight_correlation": 0.1,
                                                                        "neuron_similarity": 0.2}},
-                           dataset_name="<script>x</script>", dataset_source="/abs/data `x`",
+                           dataset_name="<script>x</script>", datasets=["acme/x"], dataset_source="/abs/data `x`",
                            dataset_citation="@misc{x, title={```\n<script>}}",
                            eval_metrics={"accuracy": 0.5}, reproduce_command="ko-finetune ```` x")
     text = render_model_card(data)

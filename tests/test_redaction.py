@@ -26,11 +26,13 @@ def test_hf_token_text_is_hidden_anywhere():
 
 def test_argv_hides_every_form():
     argv = ["ko-finetune", "m", "--set", f"hub_token={TOKEN}", "--hub-token", "secret-value",
-            "--hub_token=other-secret", "--set", "save_steps=200", "--note", TOKEN]
+            "--hub_token=other-secret", "--set", "save_steps=200", "--note", TOKEN, "--set=hub_token=third",
+            "--set=save_steps=5"]
     shown = redact_argv(argv)
     assert shown == ["ko-finetune", "m", "--set", f"hub_token={REDACTED}", "--hub-token", REDACTED,
-                     f"--hub_token={REDACTED}", "--set", "save_steps=200", "--note", REDACTED]
-    assert not any("secret" in word or TOKEN in word for word in shown)
+                     f"--hub_token={REDACTED}", "--set", "save_steps=200", "--note", REDACTED,
+                     f"--set=hub_token={REDACTED}", "--set=save_steps=5"]
+    assert not any("secret" in word or "third" in word or TOKEN in word for word in shown)
 
 
 def test_mapping_hides_secret_values_and_token_text_but_keeps_unset_ones():

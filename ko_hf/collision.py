@@ -363,10 +363,12 @@ def hard_collision(
     distance_scale: float = 1.0,
     pairing: str = "all",
     max_speed: str = "all_pairs",
+    bounded: bool = False,
 ) -> torch.Tensor:
     """Hard collision (KO Alg. 1, Eq. 4-8) of the accepted pairs; see :func:`hard_collision_with_count`."""
     return hard_collision_with_count(
-        weight, grad, coef, generator=generator, distance_scale=distance_scale, pairing=pairing, max_speed=max_speed
+        weight, grad, coef, generator=generator, distance_scale=distance_scale, pairing=pairing, max_speed=max_speed,
+        bounded=bounded,
     )[0]
 
 
@@ -379,6 +381,7 @@ def hard_collision_with_count(
     distance_scale: float = 1.0,
     pairing: str = "all",
     max_speed: str = "all_pairs",
+    bounded: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard collision and the number of accepted pairs (a 0-d int64 tensor on the gradient's device).
 
@@ -405,6 +408,12 @@ def hard_collision_with_count(
     Both: the unit vectors come from ``generator`` only (the global generator when None), on the generator's
     device, so the same seed gives the same result on every process; acceptance is invariant to scaling ``g``
     and ``hard(w, c·g) = c·hard(w, g)`` for c > 0 with the same draws.
+
+    ``bounded=True`` caps how far a collision moves a row, as soft collision's bounded form does: no row's gradient
+    changes by more than ``coef`` times its own length. Under DSMC an accepted pair's change ``Δ`` (``+Δ`` for one
+    row, ``−Δ`` for the other) is scaled by one factor for both rows, so momentum stays exact and the pair loses
+    energy instead of keeping it (a partly inelastic collision); under "all" each row's summed change is scaled on
+    its own. By default the paper's collisions, as printed.
     """
     coef = _check_inputs(weight, grad, coef)
     distance_scale = _check_distance_scale(distance_scale)
@@ -424,7 +433,7 @@ def hard_collision_with_count(
     g_scale, g_inverse = _power_of_two_scale(g)
     g = g * g_scale
     if pairing == "dsmc":
-        new_grad, accepted = _dsmc_collision(w, g, coef, distance_scale, generator, max_speed, finite)
+        new_grad, accepted = _dsmc_collision(w, g, coef, distance_scale, generator, max_speed, finite, bounded)
     else:
         mask = (_acceptance_ratio(w, g, distance_scale) > (1.0 - coef)) & finite
         upper = torch.triu(mask, diagonal=1)
@@ -434,6 +443,8 @@ def hard_collision_with_count(
             return grad, accepted
         new_grad = g.clone()
         _add_pair_updates(new_grad, g, pairs, generator)
+        if bounded:
+            new_grad = _cap_row_change(new_grad.sub_(g), g, coef).add_(g)
     return _finish(new_grad.mul_(g_inverse), grad, finite), accepted
 
 
@@ -445,6 +456,7 @@ def _dsmc_collision(
     generator: torch.Generator | None,
     max_speed: str,
     finite: torch.Tensor,
+    bounded: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DSMC pairing on the (scaled) float32 gradient: the new gradient and the accepted-pair count."""
     n, dim = g.shape
@@ -457,8 +469,17 @@ def _dsmc_collision(
     half = directions.mul_((0.5 * speed / _direction_norms(directions)[:, 0])[:, None])
     centre = (g_first + g_second).mul_(0.5)
     keep = ~accepted[:, None]
-    new_first = torch.where(keep, g_first, centre + half)
-    new_second = torch.where(keep, g_second, centre.sub_(half))
+    if bounded:  # one factor for the pair's change +Δ / −Δ: momentum stays exact
+        change = centre.add_(half).sub_(g_first)
+        limit = torch.minimum(torch.linalg.vector_norm(g_first, dim=1), torch.linalg.vector_norm(g_second, dim=1))
+        length = torch.linalg.vector_norm(change, dim=1)
+        factor = torch.where(length > coef * limit, coef * limit / torch.where(length > 0, length, 1.0), 1.0)
+        change.mul_(factor[:, None])
+        new_first = torch.where(keep, g_first, g_first + change)
+        new_second = torch.where(keep, g_second, g_second - change)
+    else:
+        new_first = torch.where(keep, g_first, centre + half)
+        new_second = torch.where(keep, g_second, centre.sub_(half))
     new_grad = g.clone()
     new_grad.index_copy_(0, first, new_first)
     new_grad.index_copy_(0, second, new_second)

@@ -63,11 +63,10 @@ def inert_target_warning(name: str, shape: Sequence[int], collision: str) -> str
 
 
 def _reversed_advice(settings: Mapping[str, Any], rows: int) -> str:
-    collision = settings.get("collision")
-    if collision == "soft":
-        if settings.get("collision_soft_form") == "paper":
-            return ("Use collision_soft_form='bounded' (the default), which caps each neuron's change at coll_coef "
-                    "times its own gradient, or lower coll_coef")
+    if settings.get("collision_form") == "paper" and rows != 2:
+        return ("Use collision_form='bounded' (the default), which caps each neuron's change at coll_coef times its "
+                "own gradient, or lower coll_coef")
+    if settings.get("collision") == "soft":
         return "Lower coll_coef"
     if rows == 2:
         return ("A 2-row head has one pair, which collides at almost any coll_coef, so lowering it does not help: add "
@@ -82,10 +81,8 @@ def reversed_gradient_warning(name: str, shape: Sequence[int], settings: Mapping
     """The message for a target whose mean per-row ``cos(g*, g)`` was ``cosine`` < 0 over steps
     ``first_step``..``last_step``; ``settings`` are its param group's (``collision``, ``coll_coef``, ...)."""
     collision = settings.get("collision")
-    described = [f"coll_coef={settings.get('coll_coef')!r}"]
-    if collision == "soft":
-        described.append(f"collision_soft_form={settings.get('collision_soft_form')!r}")
-    else:
+    described = [f"coll_coef={settings.get('coll_coef')!r}", f"collision_form={settings.get('collision_form')!r}"]
+    if collision == "hard":
         described.append(f"collision_pairing={settings.get('collision_pairing')!r}")
     steps = f"step {first_step}" if first_step == last_step else f"steps {first_step}-{last_step}"
     return (f"{collision} collision reverses the gradient of {name!r} ({shape_text(shape)}) on average: mean "

@@ -216,7 +216,7 @@ class CollisionMixin:
                 if collision == "soft":
                     new_grad = soft_collision(
                         weight, grad, group["coll_coef"], include_self=group["collision_include_self"],
-                        bounded=group["collision_soft_form"] == "bounded",
+                        bounded=group["collision_form"] == "bounded",
                     )
                 else:
                     if generator is None:
@@ -228,6 +228,7 @@ class CollisionMixin:
                         generator=generator,
                         distance_scale=group["collision_distance_scale"],
                         pairing=pairing,
+                        bounded=group["collision_form"] == "bounded",
                     )
                 self._record_stats(name, grad, new_grad, accepted, pairing)
                 if new_grad is not grad:

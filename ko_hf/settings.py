@@ -26,9 +26,9 @@ from typing import Any
 COLLISION_TYPES = ("none", "soft", "hard")
 #: Hard collision's pairing: a random perfect matching per step (``dsmc``) or every accepted pair (Eq. 8, ``all``).
 PAIRINGS = ("dsmc", "all")
-#: Soft collision's form: each row's change capped at coef times the row's length (``bounded``), or Alg. 2 as
-#: printed (``paper``).
-SOFT_FORMS = ("bounded", "paper")
+#: The collisions' form: each row's change capped at coef times the row's length (``bounded``), or Alg. 1 and 2
+#: as printed (``paper``).
+FORMS = ("bounded", "paper")
 #: Default ``coll_coef`` per collision type; README, "Defaults", gives the measurements behind them.
 DEFAULT_COLL_COEF = {"none": 0.0, "soft": 0.1, "hard": 0.2}
 #: The seed a param group without ``collision_seed`` draws from: ``TrainingArguments``' default seed, so that a
@@ -203,10 +203,10 @@ KO_SETTINGS: tuple[KOSetting, ...] = (
         "accepted pair at once; ko-hf 0.1) (default: dsmc).", in_group=True, legacy="all", choices=PAIRINGS,
         flag="pairing", key="pairing", label="pairing", applies_to=("hard",), metavar="NAME", noun="pairing"),
     KOSetting(
-        "collision_soft_form", str, "bounded", "Soft collision's form: bounded (each neuron's gradient changes by at "
-        "most coef times its own length, so none is turned around) or paper (Alg. 2 as printed; ko-hf 0.1 and "
-        "0.2) (default: bounded).", in_group=True, legacy="paper", choices=SOFT_FORMS, flag="soft-form",
-        key="form", label="form", applies_to=("soft",), metavar="NAME", noun="soft collision form"),
+        "collision_form", str, "bounded", "The collisions' form: bounded (no neuron's gradient changes by more than "
+        "coef times its own length, so none is turned around; hard collision then loses energy but keeps momentum) "
+        "or paper (Alg. 1 and 2 as printed; ko-hf 0.1 and 0.2) (default: bounded).", in_group=True, legacy="paper",
+        choices=FORMS, flag="form", key="form", label="form", metavar="NAME", noun="collision form"),
     KOSetting(
         "collision_targets", list, None, "Weights that collide (repeatable): presets head (default) and pooler, "
         "parameter/module names or regexes, like optim_target_modules.", key="targets", label="targets",
@@ -255,7 +255,7 @@ def group_settings(group: Mapping[str, Any]) -> dict[str, Any]:
 
 def legacy_values() -> dict[str, Any]:
     """Setting -> what a group saved before the setting existed ran with (its ``legacy``): a checkpoint of ko-hf
-    0.1 has no ``collision_pairing`` (it paired as ``"all"``), one of 0.1 or 0.2 no ``collision_soft_form``
+    0.1 has no ``collision_pairing`` (it paired as ``"all"``), one of 0.1 or 0.2 no ``collision_form``
     (the paper's form)."""
     return {s.name: s.legacy for s in ko_settings() if s.has_legacy}
 

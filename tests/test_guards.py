@@ -39,13 +39,13 @@ def run_steps(optimizer, param, grad, steps):
 def test_paper_soft_form_at_coef_0_5_on_a_384_by_384_layer_is_warned_about_once(warnings_logged):
     param, grad = condensed_layer()
     optimizer = KOAdamW([{"params": [param], "collision": "soft", "coll_coef": 0.5,
-                          "collision_soft_form": "paper", "collision_names": ["pre_classifier.weight"]}], lr=1e-4)
+                          "collision_form": "paper", "collision_names": ["pre_classifier.weight"]}], lr=1e-4)
     run_steps(optimizer, param, grad, 3)
     reversed_ = [w for w in optimizer.collision_warnings if w.kind == "reversed"]
     assert len(reversed_) == 1 and reversed_[0].target == "pre_classifier.weight" and reversed_[0].step == 1
     message = reversed_[0].message
     assert "'pre_classifier.weight' (384×384)" in message and "cos(g*, g) = -" in message
-    assert "collision_soft_form='bounded'" in message and "over step 1 " in message
+    assert "collision_form='bounded'" in message and "over step 1 " in message
     assert warnings_logged.text.count("reverses the gradient") == 1
 
 
@@ -88,7 +88,7 @@ def test_a_two_row_head_under_hard_collision_is_a_random_rotation(warnings_logge
 
 def test_non_finite_gradients_are_not_reported_as_reversed(warnings_logged):
     param, grad = condensed_layer(n=16, d=8)
-    optimizer = KOAdamW([{"params": [param], "collision": "soft", "coll_coef": 0.5, "collision_soft_form": "paper",
+    optimizer = KOAdamW([{"params": [param], "collision": "soft", "coll_coef": 0.5, "collision_form": "paper",
                           "collision_names": ["w"]}], lr=1e-4)
     run_steps(optimizer, param, torch.full_like(grad, float("nan")), 1)
     assert optimizer.collision_warnings == [] and "nan" not in warnings_logged.text

@@ -67,7 +67,7 @@ def test_a_0_1_group_that_relied_on_defaults_would_train_differently_under_today
     case = data["cases"]["soft_minimal"]
     state = case["checkpoint"]["optimizer"]
     modern = {**state, "param_groups": [dict(g) for g in state["param_groups"]]}
-    modern["param_groups"][1]["collision_soft_form"] = "bounded"
+    modern["param_groups"][1]["collision_form"] = "bounded"
     model = recorded_cases.make_model()
     model.load_state_dict(case["checkpoint"]["model"])
     optimizer = recorded_cases.make_optimizer(model, case["group"])

@@ -51,14 +51,14 @@ def test_step_applies_the_collision_then_the_base_update(collision):
     backward(model, x, y)
     backward(reference, x, y)
     head, grad = model[2].weight.detach().clone(), model[2].weight.grad.clone()
-    # a group that names the type means the documented defaults: soft's bounded form; hard's DSMC pairing, λ 0.05
+    # a group that names the type means the documented defaults: the bounded form; hard's DSMC pairing, λ 0.05
     # and TrainingArguments' default seed 42
     if collision == "soft":
         expected_grad = soft_collision(head, grad, 1.0, bounded=True)
     else:
         seed = collision_generator_seed(42, 0, 1)
         expected_grad = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed),
-                                       distance_scale=0.05, pairing="dsmc")
+                                       distance_scale=0.05, pairing="dsmc", bounded=True)
     opt.step()
     ref_opt.step()
     torch.testing.assert_close(model[2].weight, head - 0.1 * expected_grad)
@@ -157,21 +157,21 @@ def test_pairing_is_a_validated_group_key_and_saved_groups_without_it_pair_as_al
     # A checkpoint of ko-hf 0.1 has no collision_pairing: it keeps colliding with Eq. 8's all pairs.
     opt = KOSGD(groups(model, "hard", coef=1.0, collision_pairing="dsmc"), lr=0.1)
     state = opt.state_dict()
-    for group in state["param_groups"]:
-        group.pop("collision_pairing", None)
-        group.pop("ko_hf_defaults", None)
+    for group in state["param_groups"]:  # what 0.1 saved: none of the keys added since
+        for key in ("collision_pairing", "collision_form", "ko_hf_defaults"):
+            group.pop(key, None)
     opt.load_state_dict(state)
     assert opt.param_groups[1]["collision_pairing"] == "all" and opt.param_groups[1]["ko_hf_defaults"] == "0.1"
-    assert_first_step_collides_head_as(opt, model, x, y, "all")
+    assert_first_step_collides_head_as(opt, model, x, y, "all", bounded=False)  # 0.1 had only the paper's form
 
 
-def assert_first_step_collides_head_as(opt, model, x, y, pairing):
+def assert_first_step_collides_head_as(opt, model, x, y, pairing, bounded=True):
     backward(model, x, y)
     head, grad = model[2].weight.detach().clone(), model[2].weight.grad.clone()
     opt.apply_collisions()
     seed = collision_generator_seed(42, 0, 1)  # TrainingArguments' default seed
     expected = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed), pairing=pairing,
-                              distance_scale=0.05)
+                              distance_scale=0.05, bounded=bounded)
     assert torch.equal(model[2].weight.grad, expected)
 
 
@@ -205,7 +205,7 @@ def test_collisions_are_written_back_into_channels_last_kernels(collision, extra
     else:
         generator = torch.Generator().manual_seed(collision_generator_seed(42, 0, 0))
         expected = hard_collision(*rows, 1.0, generator=generator, pairing=extra["collision_pairing"],
-                                  distance_scale=0.05)
+                                  distance_scale=0.05, bounded=True)
     opt.apply_collisions()
     assert not torch.equal(conv.weight.grad, before), "the collision was computed but never written back"
     torch.testing.assert_close(conv.weight.grad, expected.reshape_as(before), rtol=0, atol=0)

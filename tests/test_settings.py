@@ -31,12 +31,12 @@ def test_defaults_are_valid_and_a_group_means_what_the_arguments_mean():
     # one set of defaults: a group that names a type means KOTrainingArguments' defaults for it
     assert settings.group_settings({"collision": "hard"}) == {
         "collision": "hard", "coll_coef": 0.2, "collision_distance_scale": 0.05, "collision_pairing": "dsmc",
-        "collision_soft_form": "bounded", "collision_include_self": False, "collision_seed": 42}
+        "collision_form": "bounded", "collision_include_self": False, "collision_seed": 42}
     assert settings.group_settings({"collision": "soft"})["coll_coef"] == 0.1
     assert settings.group_settings({"collision": "hard", "coll_coef": None})["coll_coef"] == 0.2
     assert "collision_targets" not in settings.group_settings({"collision": "hard"})
     # only saved state reads what a missing key meant when the group was written (ko-hf 0.1 / 0.2)
-    assert settings.legacy_values() == {"collision_pairing": "all", "collision_soft_form": "paper"}
+    assert settings.legacy_values() == {"collision_pairing": "all", "collision_form": "paper"}
 
 
 @pytest.mark.parametrize("name, value", [

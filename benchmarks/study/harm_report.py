@@ -20,11 +20,13 @@ DEFAULT_METRICS = (("test_accuracy", "test accuracy"),)
 LABELS = {
     "adamw": "AdamW",
     "soft": "**soft (default: bounded, coef 0.1)**",
-    "hard": "**hard (default: dsmc, coef 0.2, λ 0.05)**",
+    "hard": "**hard (default: bounded, dsmc, coef 0.2, λ 0.05)**",
     "soft-bounded-0.5": "soft, bounded, coef 0.5",
     "soft-paper-0.1": "soft, paper form, coef 0.1 (0.2's default)",
     "soft-paper-0.5": "soft, paper form, coef 0.5",
-    "hard-all-0.2": "hard, Eq. 8 all, coef 0.2 (0.1's default)",
+    "hard-paper-0.2": "hard, paper form, dsmc, coef 0.2 (0.2's default)",
+    "hard-paper-0.1": "hard, paper form, dsmc, coef 0.1",
+    "hard-all-0.2": "hard, paper form, Eq. 8 all, coef 0.2 (0.1's default)",
 }
 
 

@@ -266,7 +266,7 @@ def resolved_settings(args: Any) -> dict[str, Any]:
 def recorded_settings(recorded: Mapping[str, Any]) -> dict[str, Any]:
     """A record's settings (:func:`resolved_settings`), each setting it lacks filled with what its absence meant:
     the version that wrote it had no such setting and ran as the setting's ``legacy`` value says (records of ko-hf
-    0.1 have no ``collision_pairing``: they paired as ``"all"``; those of 0.1 and 0.2 no ``collision_soft_form``:
+    0.1 have no ``collision_pairing``: they paired as ``"all"``; those of 0.1 and 0.2 no ``collision_form``:
     the paper's). An empty record stays empty (nothing is known)."""
     if not recorded:
         return {}

@@ -44,6 +44,7 @@ from .arguments import KOArgumentsMixin, KOTrainingArguments
 from .checkpoints import find_resume_checkpoint, verify_checkpoint
 from .data import TextClassificationData, load_text_classification
 from .hub import hub_offline_flag, hub_unreachable, is_cached
+from .load_report import from_pretrained_quietly
 from .logged_metrics import CONDENSATION_METRICS, layer_condensation, logged_metric
 from .lora import apply_lora, check_lora_settings, save_head_config
 from .metrics import compute_metrics
@@ -564,8 +565,9 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
     )
 
     transformers.set_seed(args.seed)  # the new head's initialisation is part of the run's seed
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+    try:  # transformers' LOAD REPORT once, as what it means (load_report): a new head, or fresh encoder weights
+        model = from_pretrained_quietly(
+            AutoModelForSequenceClassification,
             model_name,
             num_labels=data.num_labels,
             id2label=data.id2label,

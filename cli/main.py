@@ -286,7 +286,8 @@ def train(
 
     try:
         options, args = parse_config(mapping)
-        prepared = prepare_finetune(options, args, reproduce_command=_reproduce_command())
+        prepared = prepare_finetune(options, args, reproduce_command=_reproduce_command(),
+                                    progress=say if is_main_process() else None)  # lines, not a bar and log dicts
     except ValueError as err:  # FinetuneError, DatasetError, KOTrainingArguments validation
         raise fail(err) from None
     result = run_prepared(prepared)

@@ -115,8 +115,8 @@ def cast_string_labels(data: Any, column: str) -> tuple[Any, list[str] | None]:
     import datasets
 
     splits = [ds for ds in data.values() if column in ds.column_names]
-    text = lambda feature: isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")  # noqa: E731
-    if not splits or not all(text(ds.features[column]) for ds in splits):
+    texts = [ds.features[column] for ds in splits]
+    if not texts or not all(isinstance(f, datasets.Value) and f.dtype in ("string", "large_string") for f in texts):
         return data, None
     names = sorted({label for ds in splits for label in ds[column] if label is not None})
     return data.cast_column(column, datasets.ClassLabel(names=names)), names

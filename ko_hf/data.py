@@ -29,10 +29,11 @@
 Result: a :class:`TextClassificationData` whose ``DatasetDict`` has splits ``train``, ``validation`` and, when the
 source has a held-out split, ``test``; each split has exactly the columns ``text`` (string) and ``label``
 (``ClassLabel``), and for a sentence pair (two text columns: ``text_column=["premise", "hypothesis"]``) ``text``,
-``text_pair`` (the second sentence) and ``label``: tokenize with ``tokenizer(text, text_pair)``. A missing validation split is carved from train (seeded, stratified by label); test is never
-touched except by ``max_eval_samples``; a ``max_train_samples`` subset must keep at least 2 classes. String labels become a ``ClassLabel`` with sorted names; integer labels keep
-the names the recipe (or the Hub features) gives. Every bad input raises :class:`DatasetError` (a ``ValueError``)
-with a one-line message, before any training starts.
+``text_pair`` (the second sentence) and ``label``: tokenize with ``tokenizer(text, text_pair)``. A missing
+validation split is carved from train (seeded, stratified by label); test is never touched except by
+``max_eval_samples``; a ``max_train_samples`` subset must keep at least 2 classes. String labels become a
+``ClassLabel`` with sorted names; integer labels keep the names the recipe (or the Hub features) gives. Every bad
+input raises :class:`DatasetError` (a ``ValueError``) with a one-line message, before any training starts.
 
 The ``demo`` set (``ko_hf/resources/demo_intents.jsonl``) is ours: 300 hand-written customer-support messages of an
 online shop in 5 intents (``account_access``, ``order_tracking``, ``payment_billing``, ``product_info``,

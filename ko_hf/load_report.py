@@ -3,9 +3,9 @@
 transformers logs a LOAD REPORT table as a warning whenever the checkpoint's weights and the model's differ, which
 for a classifier fine-tuned from an encoder is every run (its head is new) and every reload of a PEFT adapter (the
 base is loaded without the head the adapter brings). Where ko-hf loads a model, :func:`quiet_load_report` drops that
-table and :func:`log_loading_info` says what it held (:func:`from_pretrained_quietly` does both): the new head and the checkpoint's unused weights at info
-level, an encoder weight that is missing or of another shape (left freshly initialised: not the pretrained model)
-as a warning.
+table and :func:`log_loading_info` says what it held (:func:`from_pretrained_quietly` does both): the new head and
+the checkpoint's unused weights at info level, an encoder weight that is missing or of another shape (left freshly
+initialised: not the pretrained model) as a warning.
 """
 
 from __future__ import annotations

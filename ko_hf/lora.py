@@ -113,7 +113,8 @@ def saved_label_count(path: str | Path, base_model: str) -> int | None:
     if not weights.is_file():
         return None
     with safe_open(str(weights), "pt") as saved:
-        shapes = {key.removeprefix("base_model.model."): tuple(saved.get_slice(key).get_shape()) for key in saved.keys()}
+        shapes = {key.removeprefix("base_model.model."): tuple(saved.get_slice(key).get_shape())
+                  for key in saved.keys()}
     with torch.device("meta"):
         base = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(base_model))
     sizes = {shape[dim] for name, param in base.named_parameters()

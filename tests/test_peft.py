@@ -86,7 +86,8 @@ def saved_peft_classifier(tmp_path, num_labels=3, id2label=None):
     model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=num_labels, **labels)
     torch.manual_seed(100)
     model = peft.get_peft_model(model, peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
-    trainer = KOTrainer(model=model, args=lora_args(tmp_path / "out"), train_dataset=tiny_dataset(num_labels=num_labels))
+    trainer = KOTrainer(model=model, args=lora_args(tmp_path / "out"),
+                        train_dataset=tiny_dataset(num_labels=num_labels))
     trainer.train()
     trainer.save_model()
     return tmp_path / "out", trainer.model.eval()

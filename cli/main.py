@@ -160,6 +160,13 @@ def _reproduce_command() -> str | None:
 # --------------------------------------------------------------------------------------------------- train
 
 
+def _one_or_more(values: list[str] | None) -> str | list[str] | None:
+    """A repeatable option as a config value: not given -> None, once -> the value, several times -> the list."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
+
+
 SET_HELP = ("Any other setting (repeatable): a --config key and its YAML value. Checkpoint every 200 steps: "
             "--set save_steps=200; no checkpoints: --set save_strategy=no; bf16 on a CPU: --set use_cpu=true.")
 
@@ -172,9 +179,9 @@ def train(
         "--dataset", "-d", rich_help_panel=MODEL_DATA, show_default=False, metavar="NAME|PATH",
         help="imdb, snips, demo; NAME=/local/path; a local file or folder (aclImdb tree, Snips JSON, "
              "seq.in/label, CSV/TSV/JSON/JSONL/Parquet); or a Hub id owner/name.")] = None,
-    text_column: Annotated[Optional[str], typer.Option(
-        help="Text column (default: auto-detected).", rich_help_panel=MODEL_DATA, show_default=False,
-        metavar="COLUMN")] = None,
+    text_column: Annotated[Optional[list[str]], typer.Option(
+        help="Text column (default: auto-detected); twice for sentence pairs: --text-column premise --text-column "
+             "hypothesis.", rich_help_panel=MODEL_DATA, show_default=False, metavar="COLUMN")] = None,
     label_column: Annotated[Optional[str], typer.Option(
         help="Label column (default: auto-detected).", rich_help_panel=MODEL_DATA, show_default=False,
         metavar="COLUMN")] = None,
@@ -257,7 +264,8 @@ def train(
     """
     # ko_values: the options of the KO settings (train_command), by setting name: the YAML and --set keys
     flags = {
-        "model_name_or_path": model, "dataset": dataset, "text_column": text_column, "label_column": label_column,
+        "model_name_or_path": model, "dataset": dataset, "text_column": _one_or_more(text_column),
+        "label_column": label_column,
         "max_length": max_length, "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples,
         **{name: value or None if isinstance(value, (list, tuple)) else value for name, value in ko_values.items()},
         "lora": lora, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
@@ -278,7 +286,8 @@ def train(
 
     try:
         options, args = parse_config(mapping)
-        prepared = prepare_finetune(options, args, reproduce_command=_reproduce_command())
+        prepared = prepare_finetune(options, args, reproduce_command=_reproduce_command(),
+                                    progress=say if is_main_process() else None)  # lines, not a bar and log dicts
     except ValueError as err:  # FinetuneError, DatasetError, KOTrainingArguments validation
         raise fail(err) from None
     result = run_prepared(prepared)

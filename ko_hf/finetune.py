@@ -44,6 +44,7 @@ from .arguments import KOArgumentsMixin, KOTrainingArguments
 from .checkpoints import find_resume_checkpoint, verify_checkpoint
 from .data import TextClassificationData, load_text_classification
 from .hub import hub_offline_flag, hub_unreachable, is_cached
+from .load_report import from_pretrained_quietly
 from .logged_metrics import CONDENSATION_METRICS, layer_condensation, logged_metric
 from .lora import apply_lora, check_lora_settings, save_head_config
 from .metrics import compute_metrics
@@ -85,7 +86,10 @@ class FinetuneOptions:
         metadata={"help": "Dataset: a recipe name (imdb, snips, demo), name=/local/path, a local file or folder "
                           "(aclImdb tree, Snips JSON, seq.in/label, CSV/TSV/JSON/JSONL/Parquet) or a Hub id."}
     )
-    text_column: str | None = field(default=None, metadata={"help": "Text column (default: auto-detected)."})
+    text_column: list[str] | None = field(
+        default=None, metadata={"help": "Text column (default: auto-detected), or two for sentence pairs (premise "
+                                        "hypothesis), tokenized as a pair; one name may be given as a plain string."}
+    )
     label_column: str | None = field(default=None, metadata={"help": "Label column (default: auto-detected)."})
     max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
     max_train_samples: int | None = field(
@@ -561,8 +565,9 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
     )
 
     transformers.set_seed(args.seed)  # the new head's initialisation is part of the run's seed
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+    try:  # transformers' LOAD REPORT once, as what it means (load_report): a new head, or fresh encoder weights
+        model = from_pretrained_quietly(
+            AutoModelForSequenceClassification,
             model_name,
             num_labels=data.num_labels,
             id2label=data.id2label,
@@ -582,10 +587,7 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
         model = apply_lora(model, r=options.lora_r, alpha=options.lora_alpha, dropout=options.lora_dropout,
                            target_modules=options.lora_target_modules, collision_targets=args.collision_targets)
 
-    def tokenize(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=options.max_length)
-
-    tokenized = data.dataset.map(tokenize, batched=True, remove_columns=["text"], desc="Tokenizing")
+    tokenized = _tokenize(data, tokenizer, options.max_length)
     timer = StepTimerCallback()
     extra = [timer, *_card_callbacks(options, callbacks)]
     if progress is not None:
@@ -611,6 +613,17 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
                 args.collision, trainer.collision_targets)
     return PreparedFinetune(options, args, data, trainer, timer, tokenized.get("test"), resume, reproduce_command,
                             lock)
+
+
+def _tokenize(data: TextClassificationData, tokenizer, max_length: int):
+    """Every split tokenized: ``text``, or the pair ``text`` + ``text_pair`` (``tokenizer(a, b)``: separator and
+    segment ids as the model was pretrained with; truncation shortens the longer sentence first)."""
+    def tokenize(batch):
+        pair = batch["text_pair"] if data.is_pair else None
+        return tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
+
+    texts = [name for name in data.dataset["train"].column_names if name != "label"]
+    return data.dataset.map(tokenize, batched=True, remove_columns=texts, desc="Tokenizing")
 
 
 def _card_callbacks(options: FinetuneOptions, callbacks: list | None) -> list:

@@ -113,6 +113,30 @@ def collision_setting_differences(saved: list[dict[str, Any]], wanted: list[dict
     return differences
 
 
+def _batch_mean_loss_class(model: Any) -> str | None:
+    """The class name of ``model`` when its loss is the mean over its batch, else None: a transformers
+    sequence-classification model (the class whose ``forward`` computes the loss is one) that does not declare
+    ``accepts_loss_kwargs`` itself.
+
+    Trainer takes a model whose ``forward`` has ``**kwargs`` (BERT's has, for attention options) for one whose loss
+    is a sum over tokens divided by ``num_items_in_batch``: it leaves such a loss undivided by the gradient
+    accumulation steps and, with ``average_tokens_across_devices`` (transformers 5's default), multiplies it by the
+    number of processes. A classification loss is a plain batch mean (``CrossEntropyLoss()``), so both came out
+    that many times too large: measured 2.1975 against 1.0988 on the first step with 2 processes, and the same
+    with 2 accumulation steps (tests/test_distributed.py, tests/test_loss_scale.py).
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    from .targets import unwrap_model
+
+    inner = unwrap_model(model) if model is not None else None
+    if inner is None or hasattr(inner, "accepts_loss_kwargs"):
+        return None
+    owner = next((cls for cls in type(inner).__mro__ if "forward" in vars(cls)), None)
+    classifiers = set(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values())
+    return type(inner).__name__ if owner is not None and owner.__name__ in classifiers else None
+
+
 def _is_ko_optimizer(optimizer: Any) -> bool:
     return isinstance(getattr(optimizer, "optimizer", optimizer), CollisionMixin)
 
@@ -160,6 +184,10 @@ class KOTrainer(Trainer):
                 "KOTrainingArguments takes every TrainingArguments field plus the collision settings"
             )
         super().__init__(model, args, *pargs, **kwargs)
+        mean_loss = _batch_mean_loss_class(self.model) if self.model_accepts_loss_kwargs else None
+        if mean_loss:  # the loss keeps one batch's scale under gradient accumulation and data parallelism
+            self.model_accepts_loss_kwargs = False
+            logger.info("%s computes a batch-mean loss: not rescaled by accumulation steps or processes", mean_loss)
         self._ko_search_base: dict[str, Any] | None = None
         self.collision_targets = self._resolve_targets()
         self._check_supported_setup()

@@ -330,23 +330,15 @@ def test_runs_use_the_defaults_of_train(tmp_path):
 
 
 def test_comparison_folder_in_use_stops_at_once(tmp_path):
-    import socket
-    import subprocess
-    import sys
+    from test_run_folder import holding_lock
 
     from ko_hf.finetune import FinetuneError
 
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        tmp_path.joinpath(".ko-finetune.lock").write_text(json.dumps({"pid": holder.pid,
-                                                                       "host": socket.gethostname()}))
+    with holding_lock(tmp_path) as pid:
         runner = FakeRunner()
-        with pytest.raises(FinetuneError, match=f"in use by another run: pid {holder.pid}"):
+        with pytest.raises(FinetuneError, match=f"in use by another run: pid {pid}"):
             run_comparison(BASE, tmp_path, ["adamw"], [1], runner=runner, parse=parse_config, plot=False)
         assert runner.calls == []
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_finished_run_with_another_config_is_not_reused(tmp_path):

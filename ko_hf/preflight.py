@@ -88,6 +88,10 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise FinetuneError(f"config file does not exist: {path}")
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        line = err.object[:err.start].count(b"\n") + 1
+        raise FinetuneError(f"config file {path} is not UTF-8 text: byte 0x{err.object[err.start]:02x} at byte "
+                            f"position {err.start} (line {line}: {err.reason}); save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise FinetuneError(f"cannot parse config file {path}: {' '.join(str(err).split())}") from err
     if content is None:

@@ -271,6 +271,7 @@ def write_checkpoint(folder: Path) -> Path:
     save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
     torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
     torch.save({}, folder / "scheduler.pt")
+    torch.save({"cpu": torch.get_rng_state()}, folder / "rng_state.pth")
     (folder / "trainer_state.json").write_text("{}")
     return folder
 

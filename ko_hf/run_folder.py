@@ -145,7 +145,8 @@ class RunFolderLock:
         except OSError as err:
             if err.errno == errno.ELOOP:
                 raise FinetuneError(f"{self.path} is a symbolic link, but ko-finetune uses that name for the output "
-                                    "folder's lock file (it is written, so a link is not followed); remove it") from None
+                                    "folder's lock file (it is written, so a link is not followed); remove it"
+                                    ) from None
             raise FinetuneError(f"output_dir {self.folder} is not writable: cannot open its lock file {self.path} "
                                 f"({err.strerror or err})") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .preflight import FinetuneError, resume_request
+from .redaction import redact_value
 from .run_folder import write_json_atomic
 
 __all__ = ["EXTEND_KEYS", "RECORD_NAME", "TRAINING_KEYS", "checkpoint_run_record", "extension_problem",
@@ -165,15 +166,16 @@ def setting_differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
                         extend: bool = False) -> list[str]:
     """The settings of ``current`` (a run's values) that differ from the checkpoint's run's (``recorded``):
     ``"max_steps: checkpoint 30, arguments 60"``, ... With ``extend``, a raised :data:`EXTEND_KEYS` setting is no
-    difference. Settings one of them lacks (recorded by another version) are not compared."""
+    difference; sorted by name. Settings one of them lacks (recorded by another version) are not compared."""
     differences = []
-    for key, then in recorded.items():
+    for key, then in sorted(recorded.items()):
         if key not in current or not _ko_setting_applies(key, recorded):
             continue
         now = current[key]
         if _same(key, then, now) or (extend and key in EXTEND_KEYS and _raised(key, then, now)):
             continue
-        differences.append(f"{key}: checkpoint {_normalized(key, then)!r}, arguments {_normalized(key, now)!r}")
+        shown = [redact_value(key, _normalized(key, value)) for value in (then, now)]
+        differences.append(f"{key}: checkpoint {shown[0]!r}, arguments {shown[1]!r}")
     return differences
 
 

@@ -40,8 +40,8 @@ from .logged_metrics import (  # noqa: F401 - also from here
     logged_metric,
 )
 from .modelcard import KOModelCardCallback, write_model_card
-from .run_record import checkpoint_run_record, setting_differences
 from .optim import GROUP_STATE_DEFAULTS, CollisionMixin, group_defaults, ko_optimizer_class
+from .run_record import checkpoint_run_record, setting_differences
 from .settings import DEFAULT_COLL_COEF, ko_setting, ko_settings, setting_names  # noqa: F401
 from .targets import _peft_classes, collision_target_parameters, unwrapped_named_parameters, warn_two_class_targets
 
@@ -314,14 +314,16 @@ class KOTrainer(Trainer):
                 self.resume_report.resumed_at_step = 0
                 checkpoint = None
             output = super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
-        self.diverged = _diverged(self.model, self.state.log_history)
+        reason = self.diverged_reason()
+        self.diverged = bool(reason)
         if self.diverged:
-            logger.warning("training diverged: %s; the model is saved as it is, but it is unusable. Lower the "
-                           "learning rate (or coll_coef), or check the data", self.diverged_reason())
+            logger.warning("training diverged: %s; the trained weights are unusable. Lower the learning rate (or "
+                           "coll_coef), or check the data", reason)
         return output
 
     def diverged_reason(self) -> str:
-        """Why :attr:`diverged` is True, in words."""
+        """Why the training diverged, in words (empty when it did not): a non-finite last logged loss, weights
+        holding NaN/inf."""
         loss = _final_loss(self.state.log_history)
         bad = _non_finite_weights(self.model)
         parts = [f"the final training loss is {loss}"] if loss is not None and not math.isfinite(loss) else []
@@ -560,11 +562,6 @@ def _non_finite_weights(model: torch.nn.Module | None) -> list[str]:
         return []
     return [name for name, param in model.named_parameters()
             if param.is_floating_point() and not bool(torch.isfinite(param.detach()).all())]
-
-
-def _diverged(model: torch.nn.Module | None, log_history: list[dict[str, Any]]) -> bool:
-    loss = _final_loss(log_history)
-    return (loss is not None and not math.isfinite(loss)) or bool(_non_finite_weights(model))
 
 
 def _prefixed(stats: dict[str, dict[str, float]]) -> dict[str, float]:

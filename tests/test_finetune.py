@@ -361,5 +361,6 @@ def test_config_file_that_is_not_utf8_is_an_error_naming_it(tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_bytes(b"dataset: imdb\nmodel_name_or_path: caf\xe9\n")
     with pytest.raises(FinetuneError, match=rf"config file {re.escape(str(path))} is not UTF-8 text: byte 0xe9 at "
-                                            r"byte position 37 \(line 2: invalid continuation byte\); save it as UTF-8"):
+                                            r"byte position 37 \(line 2: invalid continuation byte\); save it as "
+                                            "UTF-8"):
         load_config_file(path)

@@ -229,9 +229,9 @@ def test_resume_with_other_data_or_schedule_is_an_error_naming_each(tiny_model_d
     out = copy_run(finished_run, tmp_path)
     options, args = resume_config(tiny_model_dir, csv_data, out, "last", max_steps=12, max_train_samples=9,
                                   learning_rate=1e-3)
-    with pytest.raises(FinetuneError, match=r"learning_rate: checkpoint 0.005, arguments 0.001; max_steps: checkpoint 6, "
-                                            r"arguments 12; max_train_samples: checkpoint None, arguments 9\).*"
-                                            r"extend_run=true") as err:
+    with pytest.raises(FinetuneError, match=r"learning_rate: checkpoint 0.005, arguments 0.001; max_steps: "
+                                            r"checkpoint 6, arguments 12; max_train_samples: checkpoint None, "
+                                            r"arguments 9\).*extend_run=true") as err:
         finetune(options, args)
     assert "collision" not in str(err.value)
     assert head_weight(out).equal(head_weight(finished_run))

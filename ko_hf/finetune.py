@@ -65,6 +65,7 @@ from .run_record import (
     extension_problem,
     setting_differences,
     with_checkpoint_run,
+    without_unknown_recorded,
     write_run_record,
 )
 from .settings import read_settings, setting_names
@@ -348,9 +349,12 @@ def parse_config(mapping: dict[str, Any]) -> tuple[FinetuneOptions, KOTrainingAr
     A mapping that resumes (``resume_from_checkpoint``) takes each setting that defines the experiment and that it
     does not give from the checkpoint's run (:func:`ko_hf.run_record.with_checkpoint_run`).
     """
-    mapping = with_checkpoint_run(mapping)
-    check_run_settings(mapping)
     known = config_keys()
+    mapping, dropped = without_unknown_recorded(with_checkpoint_run(mapping), set(known))
+    if dropped:
+        logger.warning("the checkpoint's run recorded settings this version does not know, left out: %s",
+                       ", ".join(dropped))
+    check_run_settings(mapping)
     unknown = [k for k in mapping if k not in known]
     if unknown:
         hints = []

@@ -34,7 +34,7 @@ from .run_folder import write_json_atomic
 
 __all__ = ["EXTEND_KEYS", "RECORD_NAME", "TRAINING_KEYS", "checkpoint_run_record", "extension_problem",
            "plain_value", "read_run_record", "record_folder", "setting_differences", "with_checkpoint_run",
-           "write_run_record"]
+           "without_unknown_recorded", "write_run_record"]
 
 RECORD_NAME = "ko_run.json"
 #: The ``TrainingArguments`` fields that define a run's experiment (the data and KO settings come besides).
@@ -125,14 +125,27 @@ def write_run_record(folder: str | os.PathLike, settings: Mapping[str, Any]) -> 
     return path
 
 
+def _resumed_run_record(mapping: Mapping[str, Any]) -> dict[str, Any] | None:
+    return read_run_record(record_folder(mapping.get("output_dir"),
+                                         resume_request(mapping.get("resume_from_checkpoint"))))
+
+
 def with_checkpoint_run(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """``mapping`` (a run's config: flags, ``--set`` pairs, YAML) with each setting it does not give taken from the
     run of the checkpoint it resumes from (unchanged when it does not resume, or that run kept no record)."""
-    record = read_run_record(record_folder(mapping.get("output_dir"),
-                                           resume_request(mapping.get("resume_from_checkpoint"))))
+    record = _resumed_run_record(mapping)
     if record is None:
         return dict(mapping)
     return {**{key: value for key, value in record.items() if key not in mapping}, **mapping}
+
+
+def without_unknown_recorded(mapping: Mapping[str, Any], known: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """``mapping`` without the settings that came from the checkpoint's run but that this version does not know (a
+    field renamed since), and their names; a setting given that is unknown stays, for the caller to refuse."""
+    record = _resumed_run_record(mapping) or {}
+    dropped = sorted(key for key, value in mapping.items()
+                     if key not in known and key in record and _same(key, record[key], value))
+    return {key: value for key, value in mapping.items() if key not in dropped}, dropped
 
 
 def _ko_setting_applies(key: str, recorded: Mapping[str, Any]) -> bool:

@@ -68,3 +68,15 @@ def test_the_record_is_written_whole_and_read_back(tmp_path):
     (tmp_path / RECORD_NAME).write_text(json.dumps(["not", "a", "record"]))
     with pytest.raises(FinetuneError, match="not a record of a run's settings"):
         read_run_record(tmp_path)
+
+
+def test_a_recorded_setting_this_version_does_not_know_is_left_out(tmp_path):
+    from ko_hf.finetune import parse_config
+
+    write_run_record(tmp_path, {**RECORDED, "renamed_since": "x"})
+    mapping = {"model_name_or_path": "m", "dataset": "demo", "output_dir": str(tmp_path), "use_cpu": True,
+               "resume_from_checkpoint": "last"}
+    _, args = parse_config(mapping)  # was: "unknown setting(s): 'renamed_since'"
+    assert args.max_steps == 30
+    with pytest.raises(FinetuneError, match="unknown setting"):  # given by the user, it is still refused
+        parse_config({**mapping, "renamed_since": "y"})

@@ -49,6 +49,8 @@ APP_HELP = ("Fine-tune a Hugging Face text classifier with KO collisions on its 
             "run [bold]ko-finetune train --help[/bold] for all its options.")
 
 _ARGV: list[str] | None = None  # the command line main() was given, for the model card's "reproduce" line
+#: The exit code of a run that diverged (NaN/inf loss or weights); 2 is a mistake in the input.
+DIVERGED_EXIT_CODE = 3
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -82,11 +84,17 @@ def build_config(config_file: Optional[Path], flags: dict[str, Any], set_pairs: 
                  ) -> dict[str, Any]:
     """Run defaults < the ``--config`` file < flags and ``--set`` pairs given on the command line (``None`` = not
     given); checked (:func:`ko_hf.preflight.check_run_settings`, the KO settings by their declarations) without
-    importing torch or transformers."""
-    from ko_hf.preflight import RUN_DEFAULTS, check_run_settings, merge_settings
+    importing torch or transformers. A resumed run takes each setting that defines its experiment and that is not
+    given from the checkpoint's run (:func:`ko_hf.run_record.with_checkpoint_run`), before the defaults."""
+    from ko_hf.preflight import RUN_DEFAULTS, check_run_settings, merge_settings, resume_request
+    from ko_hf.run_record import with_checkpoint_run
     from ko_hf.settings import read_settings
 
-    mapping = merge_settings(config_file, flags, set_pairs or [], defaults=RUN_DEFAULTS)
+    given = merge_settings(config_file, flags, set_pairs or [])
+    if resume_request(given.get("resume_from_checkpoint")) is True and not given.get("output_dir") and {
+            "model_name_or_path", "dataset"} <= set(given):  # "last" of the default folder: the run to continue
+        given["output_dir"] = default_output_dir({**given, **read_settings(given)})
+    mapping = {**RUN_DEFAULTS, **with_checkpoint_run(given)}
     if "model_name_or_path" not in mapping:
         raise ValueError("missing MODEL: give it as the first argument (a local folder or a Hub id) or as "
                          "model_name_or_path in --config")
@@ -107,7 +115,8 @@ def claim_output_dir(mapping: dict[str, Any]) -> None:
     from ko_hf.run_folder import claim_run_folder
 
     claim_run_folder(mapping["output_dir"], resuming=resume_request(mapping.get("resume_from_checkpoint")) is not None,
-                     main_process=is_main_process(), overwrite=truthy(mapping.get("overwrite_output_dir", False)))
+                     main_process=is_main_process(), overwrite=truthy(mapping.get("overwrite_output_dir", False)),
+                     model=mapping.get("model_name_or_path"))
 
 
 def _fmt_pct(value: Any) -> str:
@@ -290,11 +299,21 @@ def train(
                                     progress=say if is_main_process() else None)  # lines, not a bar and log dicts
     except ValueError as err:  # FinetuneError, DatasetError, KOTrainingArguments validation
         raise fail(err) from None
-    result = run_prepared(prepared)
+    from ko_hf.run_folder import OutputWriteError
+
+    try:
+        result = run_prepared(prepared)
+    except OutputWriteError as err:  # a full disk while saving
+        raise fail(err) from None
     if result.is_world_process_zero and is_main_process():
         title = (f"{options.model_name_or_path} on {prepared.data.name}: collision {args.collision}"
                  + (f" (coef {args.coll_coef:g})" if args.collision != "none" else ""))
         print_run_summary(result, title)
+    if result.diverged:
+        if is_main_process():
+            say(f"Diverged: {prepared.trainer.diverged_reason()}; the model in {result.output_dir} is unusable. "
+                "Lower the learning rate (--lr) or coll_coef, or check the data")
+        raise typer.Exit(code=DIVERGED_EXIT_CODE)
 
 
 def ko_option(setting: Any) -> inspect.Parameter:

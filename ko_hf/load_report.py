@@ -75,10 +75,11 @@ def log_loading_info(model: Any, info: dict[str, Any], source: str) -> None:
                        _some(other))
 
 
-def from_pretrained_quietly(model_class: Any, name: str, **kwargs: Any) -> Any:
+def from_pretrained_quietly(model_class: Any, name: str, *, output_loading_info: bool = False, **kwargs: Any) -> Any:
     """``model_class.from_pretrained(name, **kwargs)`` without transformers' LOAD REPORT; what it would have said is
-    logged by :func:`log_loading_info`."""
+    logged by :func:`log_loading_info`. With ``output_loading_info`` the loading info comes back too, as
+    ``from_pretrained`` gives it: ``(model, info)``."""
     with quiet_load_report():
         model, info = model_class.from_pretrained(name, output_loading_info=True, **kwargs)
     log_loading_info(model, info, str(name))
-    return model
+    return (model, info) if output_loading_info else model

@@ -69,11 +69,15 @@ def compare(
                                               metavar="P")] = 0.95,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the comparison figure and the runs' "
                                                                    "model-card pictures.", metavar=FLAG)] = True,
+    keep_checkpoints: Annotated[bool, typer.Option(
+        "--keep-checkpoints", help="Keep the checkpoints (optimizer state included) of finished runs; by default "
+                                   "only their final model, metrics, logs and card stay.", metavar=FLAG)] = False,
 ) -> None:
     """Fine-tune one model on one dataset under several collision settings and seeds; report mean ± std, the
     paired difference to AdamW with a t confidence interval, the head's weight correlation and the step-time
     ratio. Finished runs are skipped on a rerun; unfinished ones resume from their last complete checkpoint. The
-    runs use the defaults of ko-finetune train (logging every 2 % of the steps, the last 2 checkpoints kept)."""
+    runs use the defaults of ko-finetune train (logging every 2 % of the steps, the last 2 checkpoints kept); a
+    finished run's checkpoints are deleted (--keep-checkpoints keeps them)."""
     from ko_hf.preflight import check_run_settings, is_main_process, merge_settings
     from ko_hf.run_folder import lock_run_folder
 
@@ -129,7 +133,7 @@ def compare(
         f"seeds {', '.join(map(str, seed_list))} -> {root}")
     try:
         comparison = run_comparison(base, root, chosen, seed_list, confidence=confidence, plot=plots,
-                                    progress=say if is_main_process() else None)
+                                    progress=say if is_main_process() else None, keep_checkpoints=keep_checkpoints)
     except user_errors as err:  # bad config keys/values, dataset or model: caught before a run trains
         raise fail(err) from None
     if not is_main_process():

@@ -49,6 +49,8 @@ APP_HELP = ("Fine-tune a Hugging Face text classifier with KO collisions on its 
             "run [bold]ko-finetune train --help[/bold] for all its options.")
 
 _ARGV: list[str] | None = None  # the command line main() was given, for the model card's "reproduce" line
+#: The exit code of a run that diverged (NaN/inf loss or weights); 2 is a mistake in the input.
+DIVERGED_EXIT_CODE = 3
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -82,11 +84,17 @@ def build_config(config_file: Optional[Path], flags: dict[str, Any], set_pairs: 
                  ) -> dict[str, Any]:
     """Run defaults < the ``--config`` file < flags and ``--set`` pairs given on the command line (``None`` = not
     given); checked (:func:`ko_hf.preflight.check_run_settings`, the KO settings by their declarations) without
-    importing torch or transformers."""
-    from ko_hf.preflight import RUN_DEFAULTS, check_run_settings, merge_settings
+    importing torch or transformers. A resumed run takes each setting that defines its experiment and that is not
+    given from the checkpoint's run (:func:`ko_hf.run_record.with_checkpoint_run`), before the defaults."""
+    from ko_hf.preflight import RUN_DEFAULTS, check_run_settings, merge_settings, resume_request
+    from ko_hf.run_record import with_checkpoint_run
     from ko_hf.settings import read_settings
 
-    mapping = merge_settings(config_file, flags, set_pairs or [], defaults=RUN_DEFAULTS)
+    given = merge_settings(config_file, flags, set_pairs or [])
+    if resume_request(given.get("resume_from_checkpoint")) is True and not given.get("output_dir") and {
+            "model_name_or_path", "dataset"} <= set(given):  # "last" of the default folder: the run to continue
+        given["output_dir"] = default_output_dir({**given, **read_settings(given)})
+    mapping = {**RUN_DEFAULTS, **with_checkpoint_run(given)}
     if "model_name_or_path" not in mapping:
         raise ValueError("missing MODEL: give it as the first argument (a local folder or a Hub id) or as "
                          "model_name_or_path in --config")
@@ -107,7 +115,8 @@ def claim_output_dir(mapping: dict[str, Any]) -> None:
     from ko_hf.run_folder import claim_run_folder
 
     claim_run_folder(mapping["output_dir"], resuming=resume_request(mapping.get("resume_from_checkpoint")) is not None,
-                     main_process=is_main_process(), overwrite=truthy(mapping.get("overwrite_output_dir", False)))
+                     main_process=is_main_process(), overwrite=truthy(mapping.get("overwrite_output_dir", False)),
+                     model=mapping.get("model_name_or_path"))
 
 
 def _fmt_pct(value: Any) -> str:
@@ -160,6 +169,13 @@ def _reproduce_command() -> str | None:
 # --------------------------------------------------------------------------------------------------- train
 
 
+def _one_or_more(values: list[str] | None) -> str | list[str] | None:
+    """A repeatable option as a config value: not given -> None, once -> the value, several times -> the list."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
+
+
 SET_HELP = ("Any other setting (repeatable): a --config key and its YAML value. Checkpoint every 200 steps: "
             "--set save_steps=200; no checkpoints: --set save_strategy=no; bf16 on a CPU: --set use_cpu=true.")
 
@@ -172,9 +188,9 @@ def train(
         "--dataset", "-d", rich_help_panel=MODEL_DATA, show_default=False, metavar="NAME|PATH",
         help="imdb, snips, demo; NAME=/local/path; a local file or folder (aclImdb tree, Snips JSON, "
              "seq.in/label, CSV/TSV/JSON/JSONL/Parquet); or a Hub id owner/name.")] = None,
-    text_column: Annotated[Optional[str], typer.Option(
-        help="Text column (default: auto-detected).", rich_help_panel=MODEL_DATA, show_default=False,
-        metavar="COLUMN")] = None,
+    text_column: Annotated[Optional[list[str]], typer.Option(
+        help="Text column (default: auto-detected); twice for sentence pairs: --text-column premise --text-column "
+             "hypothesis.", rich_help_panel=MODEL_DATA, show_default=False, metavar="COLUMN")] = None,
     label_column: Annotated[Optional[str], typer.Option(
         help="Label column (default: auto-detected).", rich_help_panel=MODEL_DATA, show_default=False,
         metavar="COLUMN")] = None,
@@ -257,7 +273,8 @@ def train(
     """
     # ko_values: the options of the KO settings (train_command), by setting name: the YAML and --set keys
     flags = {
-        "model_name_or_path": model, "dataset": dataset, "text_column": text_column, "label_column": label_column,
+        "model_name_or_path": model, "dataset": dataset, "text_column": _one_or_more(text_column),
+        "label_column": label_column,
         "max_length": max_length, "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples,
         **{name: value or None if isinstance(value, (list, tuple)) else value for name, value in ko_values.items()},
         "lora": lora, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
@@ -278,14 +295,25 @@ def train(
 
     try:
         options, args = parse_config(mapping)
-        prepared = prepare_finetune(options, args, reproduce_command=_reproduce_command())
+        prepared = prepare_finetune(options, args, reproduce_command=_reproduce_command(),
+                                    progress=say if is_main_process() else None)  # lines, not a bar and log dicts
     except ValueError as err:  # FinetuneError, DatasetError, KOTrainingArguments validation
         raise fail(err) from None
-    result = run_prepared(prepared)
+    from ko_hf.run_folder import OutputWriteError
+
+    try:
+        result = run_prepared(prepared)
+    except OutputWriteError as err:  # a full disk while saving
+        raise fail(err) from None
     if result.is_world_process_zero and is_main_process():
         title = (f"{options.model_name_or_path} on {prepared.data.name}: collision {args.collision}"
                  + (f" (coef {args.coll_coef:g})" if args.collision != "none" else ""))
         print_run_summary(result, title)
+    if result.diverged:
+        if is_main_process():
+            say(f"Diverged: {prepared.trainer.diverged_reason()}; the model in {result.output_dir} is unusable. "
+                "Lower the learning rate (--lr) or coll_coef, or check the data")
+        raise typer.Exit(code=DIVERGED_EXIT_CODE)
 
 
 def ko_option(setting: Any) -> inspect.Parameter:

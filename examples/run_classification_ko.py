@@ -12,7 +12,10 @@ and pass its path (``--script`` or the ``RUN_CLASSIFICATION`` environment variab
 2. replaces ``evaluate.load`` (it downloads the metric from the Hugging Face Hub) by local metrics: ``accuracy``
    and ``f1`` (macro for single-label, micro for multi-label, as the script uses them), computed with
    :mod:`ko_hf.metrics`;
-3. runs the script as ``__main__`` with the remaining arguments.
+3. casts a string label column to class ids (a ``ClassLabel`` of the sorted label names, the same for every split)
+   as the script's ``load_dataset`` returns it, and writes the names back into the saved ``config.json`` after the
+   run (see "Labels" below);
+4. runs the script as ``__main__`` with the remaining arguments.
 
 Example, fully offline on local CSV files (columns ``text``, ``label``) with the MiniLM encoder the demo uses::
 
@@ -25,15 +28,20 @@ Example, fully offline on local CSV files (columns ``text``, ``label``) with the
 
 ``--print-source`` prints the rewritten script instead of running it.
 
-Labels: give integer class ids. With datasets 5, the script's conversion of string labels to ids leaves them strings
-(``Dataset.map`` keeps the type of a column it rewrites), and training stops with ``ValueError: too many dimensions
-'str'`` -- the unmodified script with plain ``Trainer`` fails the same way; it is not a KO matter.
+Labels: with datasets 5, the script's own conversion of string labels to ids leaves them strings (``Dataset.map``
+keeps the type of a column it rewrites), and training stops with ``ValueError: too many dimensions 'str'`` -- the
+unmodified script with plain ``Trainer`` fails the same way. So this runner hands the script class ids instead (step
+3), which it maps as integer labels; the model is then trained on the ids' text (``"0"``, ``"1"``, ...), and after
+the run the runner renames the classes of ``<output_dir>/config.json`` back to the label names (logged). Pushed to the
+Hub from inside the script (``--push_to_hub``), the config keeps the ids, and ``predict_results.txt`` lists them.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -87,6 +95,62 @@ def load_local_metric(path: str, config_name: str | None = None, **_: Any) -> Lo
     return LocalMetric(name, config_name)
 
 
+logger = logging.getLogger("run_classification_ko")
+
+
+def option_value(argv: list[str], name: str, default: str | None = None) -> str | None:
+    """The value of ``--name VALUE`` / ``--name=VALUE`` in ``argv`` (the last one), else ``default``."""
+    value = default
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def cast_string_labels(data: Any, column: str) -> tuple[Any, list[str] | None]:
+    """``data`` (a ``DatasetDict``) with a string ``column`` cast to a ``ClassLabel`` whose names are every split's
+    labels, sorted; and those names (None when the column is missing or not text, e.g. already ids or multi-label)."""
+    import datasets
+
+    splits = [ds for ds in data.values() if column in ds.column_names]
+    texts = [ds.features[column] for ds in splits]
+    if not texts or not all(isinstance(f, datasets.Value) and f.dtype in ("string", "large_string") for f in texts):
+        return data, None
+    names = sorted({label for ds in splits for label in ds[column] if label is not None})
+    return data.cast_column(column, datasets.ClassLabel(names=names)), names
+
+
+class StringLabelsAsIds:
+    """Stands in for ``datasets.load_dataset`` in the script: what it loads comes back with a string label column
+    cast to class ids (:func:`cast_string_labels`); ``names`` keeps the label names of the last load."""
+
+    def __init__(self, load: Any, column: str) -> None:
+        self.load, self.column, self.names = load, column, None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        data, names = cast_string_labels(self.load(*args, **kwargs), self.column)
+        if names is not None:
+            self.names = names
+            logger.warning("string labels of column %r given to the script as class ids: %s", self.column,
+                           ", ".join(f"{i}={name}" for i, name in enumerate(names)))
+        return data
+
+
+def name_saved_classes(output_dir: str | os.PathLike, names: list[str]) -> bool:
+    """Rename the classes of ``output_dir/config.json`` (the class ids' text the script trained on) to ``names``;
+    False when there is no such config."""
+    path = Path(output_dir) / "config.json"
+    if not path.is_file():
+        return False
+    config = json.loads(path.read_text(encoding="utf-8"))
+    id2label = {index: names[int(label)] for index, label in config.get("id2label", {}).items()}
+    config.update(id2label=id2label, label2id={name: int(index) for index, name in id2label.items()})
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
     parser.add_argument("--script", default=os.environ.get("RUN_CLASSIFICATION"),
@@ -107,12 +171,18 @@ def main(argv: list[str] | None = None) -> None:
     if options.print_source:
         print(source, end="")
         return
+    import datasets
     import evaluate
 
     evaluate.load = load_local_metric
+    labels = StringLabelsAsIds(datasets.load_dataset, option_value(rest, "--label_column_name", "label"))
+    datasets.load_dataset = labels  # the script imports it from datasets when it runs
     sys.argv = [str(script), *rest]
     code = compile(source, str(script), "exec")
     exec(code, {"__name__": "__main__", "__file__": str(script)})  # noqa: S102 - the user's own script
+    output_dir = option_value(rest, "--output_dir")
+    if labels.names is not None and output_dir and name_saved_classes(output_dir, labels.names):
+        logger.warning("renamed the classes of %s/config.json to the label names", output_dir)
 
 
 if __name__ == "__main__":

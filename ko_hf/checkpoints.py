@@ -2,11 +2,13 @@
 
 transformers writes a checkpoint in place (model, then ``optimizer.pt`` and ``scheduler.pt``, then the RNG state,
 ``trainer_state.json`` last), so a run killed while saving leaves a ``checkpoint-<step>`` folder that is missing
-files or holds truncated ones. And transformers resumes silently from a checkpoint without optimizer or scheduler
-state, with a fresh optimizer, LR schedule and collision step counter. Here:
+files or holds truncated ones. And transformers resumes silently from a checkpoint without optimizer, scheduler or
+RNG state, with a fresh optimizer, LR schedule, collision step counter or random draws. Here:
 
 * :func:`inspect_checkpoint` reads every file of a checkpoint far enough to see that it is whole (safetensors
-  headers, the zip directory of torch files, JSON) and lists what is missing;
+  headers, JSON; the torch files a resume loads -- optimizer, scheduler, RNG state, weights -- are loaded as resume
+  loads them, ``torch.load(weights_only=True)``, so a file holding other pickled objects is found here, not at the
+  resume) and lists what is missing;
 * :func:`find_resume_checkpoint` picks the newest *complete* checkpoint of an output folder, skipping (with a
   warning naming each) the newer ones that are not;
 * :func:`verify_checkpoint` checks a checkpoint named explicitly: a truncated file is an error, and so is missing
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +34,25 @@ from .preflight import FinetuneError
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["CheckpointError", "CheckpointReport", "STATE_FILES", "checkpoint_param_groups", "find_resume_checkpoint",
-           "inspect_checkpoint", "verify_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointReport", "RESTARTED", "RNG_STATE_NAME", "STATE_FILES",
+           "checkpoint_param_groups", "find_resume_checkpoint", "inspect_checkpoint", "restarted_parts",
+           "verify_checkpoint"]
 
+#: transformers' RNG state of a single-process run; a run of N processes writes ``rng_state_<rank>.pth`` instead.
+RNG_STATE_NAME = "rng_state.pth"
+_RNG_STATE = re.compile(r"^rng_state(_\d+)?\.pth$")
 #: What a checkpoint needs besides the model weights to resume exactly where it stopped.
-STATE_FILES = (OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME)
+STATE_FILES = (OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME, RNG_STATE_NAME)
+#: What starts afresh when a state file is missing.
+RESTARTED = {
+    OPTIMIZER_NAME: "the optimizer moments and the collision step counter",
+    SCHEDULER_NAME: "the LR schedule",
+    TRAINER_STATE_NAME: "the step count (training starts again at step 0 from the checkpoint's weights)",
+    RNG_STATE_NAME: "the random number generators (data order, dropout, collision draws)",
+}
+#: Torch files a resume loads with ``torch.load(weights_only=True)``: a pickle of anything else is refused there.
+_LOADED_BY_RESUME = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth|"
+                               r"pytorch_model(-\d+-of-\d+)?\.bin|adapter_model\.bin)$")
 _WEIGHTS = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME, "adapter_model.safetensors",
             "adapter_model.bin")
 #: The option that allows resuming from a checkpoint without (some of) :data:`STATE_FILES`.
@@ -67,6 +85,20 @@ class CheckpointReport:
         return "; ".join(parts) or "complete"
 
 
+def restarted_parts(missing: list[str]) -> list[str]:
+    """What of a run starts afresh when a checkpoint lacks the state files ``missing``."""
+    return [RESTARTED[name] for name in STATE_FILES if name in missing]
+
+
+def _weights_only_load(path: Path) -> None:
+    """Load ``path`` as a resume loads it: tensors and plain containers only, nothing else unpickled."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals  # the numpy types of the RNG state
+
+    with safe_globals():
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def _read_problem(path: Path) -> str | None:
     """Why ``path`` cannot be read back (None when it can), by its kind; other files are not inspected."""
     name = path.name
@@ -79,8 +111,12 @@ def _read_problem(path: Path) -> str | None:
         elif name.endswith((".pt", ".pth", ".bin")):  # torch.save writes zip archives: the directory is at the end
             with zipfile.ZipFile(path):
                 pass
+            if _LOADED_BY_RESUME.match(name):
+                _weights_only_load(path)
         elif name.endswith(".json"):
             json.loads(path.read_text(encoding="utf-8"))
+    except pickle.UnpicklingError:
+        return "holds pickled objects other than tensors, which resume does not load (torch.load weights_only)"
     except Exception as err:  # noqa: BLE001 - whatever the reader says, the file is not usable
         text = " ".join(str(err).split())
         return text[:120] or type(err).__name__
@@ -98,7 +134,8 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointReport:
     if not any(name in names for name in _WEIGHTS):
         report.missing.append("model weights")
     for name in STATE_FILES:
-        if name not in names and not (name == OPTIMIZER_NAME and OPTIMIZER_NAME_BIN in names):
+        if name not in names and not (name == OPTIMIZER_NAME and OPTIMIZER_NAME_BIN in names) and not (
+                name == RNG_STATE_NAME and any(_RNG_STATE.match(n) for n in names)):
             report.missing.append(name)
     for entry in sorted(folder.iterdir()):
         if entry.is_file():
@@ -126,8 +163,8 @@ def verify_checkpoint(path: str | os.PathLike, *, allow_incomplete: bool = False
 
 
 def _incomplete_message(report: CheckpointReport) -> str:
-    return (f"checkpoint {report.path} has no {' / '.join(report.missing)}: resuming would silently restart the "
-            "optimizer, the LR schedule and the collision step counter. Resume from a complete checkpoint, or set "
+    return (f"checkpoint {report.path} has no {' / '.join(report.missing)}: resuming would silently restart "
+            f"{', '.join(restarted_parts(report.missing))}. Resume from a complete checkpoint, or set "
             f"{ALLOW_OPTION}=true (ko-finetune: --set {ALLOW_OPTION}=true) to restart those from its weights")
 
 
@@ -147,7 +184,7 @@ def find_resume_checkpoint(output_dir: str | os.PathLike, *, allow_incomplete: b
                        report.describe())
         skipped.append(report)
     listed = "; ".join(f"{Path(r.path).name}: {r.describe()}" for r in skipped)
-    hint = (f"; {ALLOW_OPTION}=true would restart optimizer and schedule from one that only lacks them"
+    hint = (f"; {ALLOW_OPTION}=true would restart what is missing from one that only lacks state files"
             if not allow_incomplete and any(r.usable(True) for r in skipped) else "")
     raise CheckpointError(f"no checkpoint in {output_dir} can be resumed from ({listed}){hint}; or start the run "
                           "again (overwrite_output_dir: true, --overwrite-output-dir)")

@@ -5,6 +5,7 @@
 * a registered recipe name: ``"imdb"`` (Hub ``stanfordnlp/imdb``), ``"snips"`` (Hub ``benayas/snips``, the 7-intent
   Snips benchmark), ``"demo"`` (a small set shipped with the package, see below);
 * a recipe name bound to a local copy, ``"imdb=/path/to/aclImdb"`` (label names and citation come from the recipe);
+  ``"mrpc"`` (Hub ``nyu-mll/glue``, configuration ``mrpc``) is a sentence-pair recipe;
 * a local file or folder, format auto-detected:
 
   - the original ``aclImdb/`` tree (``train|test/pos|neg/<id>_<rating>.txt``; ``unsup/`` is ignored);
@@ -17,16 +18,22 @@
     ``parquet``), or a folder of them. In a folder, a file's split comes from its name
     or parent folders (``train``, ``valid``/``validation``/``dev``/``val``, ``test``); a single file is train
     unless it has a ``split`` column. Text and label columns are auto-detected (``text``, ``sentence``,
-    ``content``, ... / ``label``, ``labels``, ``category``, ``intent``, ...) or given explicitly;
+    ``content``, ... / ``label``, ``labels``, ``category``, ``intent``, ...) or given explicitly. A path that
+    exists is read literally, whatever its characters (``ds[a].csv``); one that does not exist but is a glob
+    pattern (``data/part*.csv``, ``data/**/*.jsonl``) reads every data file it matches, split by name as in a
+    folder. A CSV/TSV file must parse cleanly: a row with another number of fields than the header, a quote that
+    never closes, or a quoted field that swallows lines reading as rows of their own is an error naming the line;
 * any other Hub id ``owner/name`` (valid for ``huggingface_hub.utils.validate_repo_id``; loaded with
   :func:`datasets.load_dataset`; fails fast when offline).
 
 Result: a :class:`TextClassificationData` whose ``DatasetDict`` has splits ``train``, ``validation`` and, when the
 source has a held-out split, ``test``; each split has exactly the columns ``text`` (string) and ``label``
-(``ClassLabel``). A missing validation split is carved from train (seeded, stratified by label); test is never
-touched except by ``max_eval_samples``. String labels become a ``ClassLabel`` with sorted names; integer labels keep
-the names the recipe (or the Hub features) gives. Every bad input raises :class:`DatasetError` (a ``ValueError``)
-with a one-line message, before any training starts.
+(``ClassLabel``), and for a sentence pair (two text columns: ``text_column=["premise", "hypothesis"]``) ``text``,
+``text_pair`` (the second sentence) and ``label``: tokenize with ``tokenizer(text, text_pair)``. A missing
+validation split is carved from train (seeded, stratified by label); test is never touched except by
+``max_eval_samples``; a ``max_train_samples`` subset must keep at least 2 classes. String labels become a
+``ClassLabel`` with sorted names; integer labels keep the names the recipe (or the Hub features) gives. Every bad
+input raises :class:`DatasetError` (a ``ValueError``) with a one-line message, before any training starts.
 
 The ``demo`` set (``ko_hf/resources/demo_intents.jsonl``) is ours: 300 hand-written customer-support messages of an
 online shop in 5 intents (``account_access``, ``order_tracking``, ``payment_billing``, ``product_info``,
@@ -36,6 +43,10 @@ online shop in 5 intents (``account_access``, ``order_tracking``, ``payment_bill
 from __future__ import annotations
 
 import contextlib
+import csv
+import glob
+import io
+import itertools
 import json
 import os
 import re
@@ -91,6 +102,14 @@ SNIPS_CITATION = """@article{coucke2018snips,
   url     = {https://arxiv.org/abs/1805.10190}
 }"""
 
+MRPC_CITATION = """@inproceedings{dolan-brockett-2005-automatically,
+  author    = {Dolan, William B. and Brockett, Chris},
+  title     = {Automatically Constructing a Corpus of Sentential Paraphrases},
+  booktitle = {Proceedings of the Third International Workshop on Paraphrasing ({IWP}2005)},
+  year      = {2005},
+  url       = {https://aclanthology.org/I05-5002}
+}"""
+
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {
     "train": "train",
@@ -107,6 +126,8 @@ SPLIT_ALIASES = {
 TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "review", "utterance", "query", "document", "question")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "category", "intent", "class", "target", "sentiment", "topic")
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+#: The text columns of a loaded split: the text, and the second sentence of a pair.
+TEXT_OUTPUT_COLUMNS = ("text", "text_pair")
 LOCAL_FORMATS = ("aclImdb", "snips-json", "seq.in", "tabular")
 
 
@@ -118,21 +139,25 @@ class DatasetRecipe:
     """How to load one named dataset.
 
     ``hub_id`` (loaded with ``datasets.load_dataset``) or ``resource`` (a file in ``ko_hf/resources``) is the
-    default source; ``name=/local/path`` overrides it. ``text_column``/``label_column`` are tried first (then the
-    auto-detected names); ``label_names`` names integer labels (index = id). ``*_split`` are the source's split
-    names (``validation_split=None``: none, carved from train; ``test_split=None``: no test split).
+    default source (``hub_config``: the Hub dataset's configuration, e.g. GLUE's ``mrpc``); ``name=/local/path``
+    overrides it. ``text_column``/``label_column`` are tried first (then the auto-detected names); a pair of text
+    columns makes a sentence-pair recipe, whose columns must exist. ``label_names`` names integer labels (index =
+    id). ``*_split`` are the source's split names (``validation_split=None``: none, carved from train;
+    ``test_split=None``: no test split); ``ignore_splits`` are left out (GLUE's ``test``, whose labels are hidden).
     """
 
     name: str
     description: str
     hub_id: str | None = None
     resource: str | None = None
-    text_column: str = "text"
+    hub_config: str | None = None
+    text_column: str | tuple[str, str] = "text"
     label_column: str = "label"
     label_names: tuple[str, ...] | None = None
     train_split: str = "train"
     validation_split: str | None = None
     test_split: str | None = "test"
+    ignore_splits: tuple[str, ...] = ()
     citation: str | None = None
 
     def split_map(self) -> dict[str, str]:
@@ -178,6 +203,21 @@ register_recipe(
 )
 register_recipe(
     DatasetRecipe(
+        name="mrpc",
+        description="Microsoft Research Paraphrase Corpus (GLUE MRPC), sentence pairs, paraphrase or not: 3,668 "
+                    "train (validation carved from it) / 408 test (GLUE's validation split; its test labels are "
+                    "hidden)",
+        hub_id="nyu-mll/glue",
+        hub_config="mrpc",
+        text_column=("sentence1", "sentence2"),
+        label_names=("not_equivalent", "equivalent"),
+        test_split="validation",
+        ignore_splits=("test",),
+        citation=MRPC_CITATION,
+    )
+)
+register_recipe(
+    DatasetRecipe(
         name="demo",
         description="ko-hf demo: 300 customer-support messages, 5 intents, train 210 / validation 45 / test 45",
         resource="demo_intents.jsonl",
@@ -191,7 +231,13 @@ register_recipe(
 
 @dataclass
 class TextClassificationData:
-    """A ready-to-tokenize dataset: splits ``train``/``validation``[/``test``] with columns ``text``, ``label``."""
+    """A ready-to-tokenize dataset: splits ``train``/``validation``[/``test``] with columns ``text``, ``label``
+    (and ``text_pair`` for a sentence pair).
+
+    ``text_columns``: the source's text column(s) the ``text`` (and ``text_pair``) column came from, in order --
+    ``("review",)``, or ``("premise", "hypothesis")`` for a sentence pair (tokenized as
+    ``tokenizer(text, text_pair)``); empty when not recorded (an instance built by hand).
+    """
 
     dataset: datasets.DatasetDict
     label_names: list[str]
@@ -199,6 +245,7 @@ class TextClassificationData:
     source: str
     citation: str | None = None
     data_format: str = ""
+    text_columns: tuple[str, ...] = ()
 
     @property
     def num_labels(self) -> int:
@@ -212,9 +259,15 @@ class TextClassificationData:
     def label2id(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.label_names)}
 
+    @property
+    def is_pair(self) -> bool:
+        """True for sentence pairs (a ``text_pair`` column next to ``text``)."""
+        return len(self.text_columns) == 2
+
     def summary(self) -> str:
         sizes = ", ".join(f"{split} {len(ds):,}" for split, ds in self.dataset.items())
-        return f"{self.name} ({self.source}): {self.num_labels} labels, {sizes}"
+        pair = f", sentence pairs ({' + '.join(self.text_columns)})" if self.is_pair else ""
+        return f"{self.name} ({self.source}): {self.num_labels} labels{pair}, {sizes}"
 
 
 # --------------------------------------------------------------------------------------------------- pure helpers
@@ -317,6 +370,36 @@ def _pick_column(columns: Sequence[str], explicit: str | None, preferred: str | 
     )
 
 
+def _text_columns(text_column: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``text_column`` as a tuple of one name, or two for a sentence pair; None (auto-detect one) stays None."""
+    if text_column is None:
+        return None
+    names = (text_column,) if isinstance(text_column, str) else tuple(text_column)
+    if not 1 <= len(names) <= 2 or not all(isinstance(name, str) and name for name in names):
+        raise DatasetError(f"text_column takes one column, or two for a sentence pair (--text-column A --text-column "
+                           f"B; text_column: [A, B] in a YAML config), got {len(names)}: {list(names)!r}")
+    if len(set(names)) < len(names):
+        raise DatasetError(f"text_column names the same column twice ({list(names)!r}); a sentence pair needs two "
+                           "different columns")
+    return names
+
+
+def _pick_text_columns(columns: Sequence[str], explicit: tuple[str, ...] | None, recipe: DatasetRecipe | None
+                       ) -> tuple[str, ...]:
+    """The text column(s): each ``explicit`` one (must exist); else the recipe's (a pair recipe's must exist);
+    else one auto-detected column."""
+    if explicit is not None:
+        return tuple(_pick_column(columns, name, None, TEXT_COLUMN_CANDIDATES, "text") for name in explicit)
+    preferred = _text_columns(recipe.text_column) if recipe else None
+    if preferred and len(preferred) == 2:
+        if all(name in columns for name in preferred):
+            return preferred
+        raise DatasetError(f"recipe {recipe.name!r} reads the sentence pair {preferred}, but the data has the columns "
+                           f"{list(columns)}; name its two text columns with --text-column A --text-column B "
+                           "(text_column: [A, B] in a YAML config)")
+    return (_pick_column(columns, None, preferred and preferred[0], TEXT_COLUMN_CANDIDATES, "text"),)
+
+
 def _normalize_label(value):
     """numpy scalars -> Python; integral floats -> int; strings stripped."""
     if isinstance(value, np.generic):
@@ -393,11 +476,13 @@ def _read_with_datasets(path: Path) -> Table:
     """``path`` read by its ``datasets`` packaged builder (:data:`_BUILDERS`).
 
     The Arrow copy ``datasets`` prepares goes to a temporary folder that is deleted once the rows are read: a local
-    file is read afresh each time and leaves nothing in the ``datasets`` cache.
+    file is read afresh each time and leaves nothing in the ``datasets`` cache. ``datasets`` reads ``data_files`` as
+    glob patterns, so the name is escaped: ``ds[a].csv`` is that file, not ``dsa.csv``.
     """
     builder_name, options = _BUILDERS[path.suffix.lower()]
     with tempfile.TemporaryDirectory(prefix="ko-hf-read-") as cache, _no_progress_bars():
-        builder = datasets.load_dataset_builder(builder_name, data_files=str(path), cache_dir=cache, **options)
+        builder = datasets.load_dataset_builder(builder_name, data_files=glob.escape(str(path)), cache_dir=cache,
+                                                **options)
         builder.download_and_prepare()
         split = (builder.info.splits or {}).get("train")
         if split is None or not split.num_examples:  # datasets cannot build a split without rows
@@ -440,11 +525,74 @@ def _json_lines(path: Path, text: str) -> list:
     return records
 
 
+#: A quoted field whose lines read as this many rows of the file's own shape is taken for an unclosed quote.
+SWALLOWED_ROWS = 2
+
+
+def _parse_error(path: Path, line: int, problem: str) -> DatasetError:
+    return DatasetError(f"cannot read {path}, line {line}: {problem}")
+
+
+def _csv_records(text: str, delimiter: str) -> Iterator[tuple[int, int, list[str]]]:
+    """(first line, last line, fields) of every record of a CSV text that is not blank, as pandas reads it
+    (``"`` quotes, a doubled quote inside a quoted field); a malformed record raises ``csv.Error``, with the
+    record's first line as ``err.line``."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    first = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            err.line = first
+            raise
+        if fields and not (len(fields) == 1 and not fields[0].strip()):
+            yield first, reader.line_num, fields
+        first = reader.line_num + 1
+
+
+def _swallowed_rows(field: str, width: int, delimiter: str) -> int:
+    """How many lines of a multi-line ``field`` read, on their own, as rows of ``width`` fields (the last line, which
+    the closing quote ends, is not counted); 0 unless all of them do."""
+    lines = field.splitlines()[:-1]
+    shaped = [line for line in lines if len(next(csv.reader([line], delimiter=delimiter), [])) == width]
+    return len(shaped) if lines and len(shaped) == len(lines) else 0
+
+
+def _check_csv(path: Path, delimiter: str) -> None:
+    """A CSV/TSV file that does not parse cleanly is an error naming the file and line, not a table that later
+    fails with a misleading message: a record with another number of fields than the header, a quote that is never
+    closed or is followed by more text, and a quoted field that swallows :data:`SWALLOWED_ROWS` or more lines that
+    read as rows of their own (a stray quote that the next quote, many lines on, closes)."""
+    width = None
+    try:
+        for first, last, fields in _csv_records(read_text_robust(path), delimiter):
+            if width is None:
+                width = len(fields)
+                continue
+            if len(fields) != width:
+                raise _parse_error(path, first, f"{len(fields)} field(s) where the header (line 1) has {width}; a "
+                                                f"field that holds {delimiter!r} must be quoted")
+            swallowed = max((_swallowed_rows(f, width, delimiter) for f in fields if "\n" in f), default=0)
+            if swallowed >= SWALLOWED_ROWS:
+                raise _parse_error(path, first, f"a quote opens a field that runs to line {last}, over {swallowed} "
+                                                "lines that read as rows of their own: a stray or unclosed quote? "
+                                                "(a quote inside a quoted field is written twice: \"\")")
+    except csv.Error as err:
+        problem = "a quote opened here is never closed" if "end of data" in str(err) else str(err)
+        raise _parse_error(path, err.line, f"{problem} (a field that holds {delimiter!r}, a quote or a line "
+                                           "break is quoted, and a quote inside it written twice)") from None
+
+
 def _read_table(path: Path) -> Table:
     suffix = path.suffix.lower()
     if suffix not in _BUILDERS:
         raise DatasetError(f"unsupported file type {suffix or path.name!r} ({path}); supported: "
                            f"{', '.join(SUPPORTED_SUFFIXES)}, or an aclImdb / Snips JSON / seq.in folder")
+    builder, options = _BUILDERS[suffix]
+    if builder == "csv":
+        _check_csv(path, options.get("delimiter", ","))
     try:
         return _read_json_document(path) if suffix == ".json" else _read_with_datasets(path)
     except DatasetError:
@@ -486,16 +634,40 @@ def _load_tabular(path: Path) -> dict[str, Table]:
     if not files:
         raise DatasetError(f"no supported data found in {path}; supported: {', '.join(SUPPORTED_SUFFIXES)} files, "
                            "an aclImdb tree, a Snips benchmark JSON folder or train|valid|test/{seq.in,label}")
+    return _load_table_files(files, path, str(path))
+
+
+def _load_table_files(files: Sequence[Path], root: Path, where: str) -> dict[str, Table]:
+    """Table files under ``root``, each split by the words of its path below ``root`` (all train when none says)."""
     by_split: dict[str, list[Path]] = defaultdict(list)
     for f in files:
-        by_split[_split_from_path(f.relative_to(path)) or "?"].append(f)
+        by_split[_split_from_path(f.relative_to(root)) or "?"].append(f)
     unassigned = by_split.pop("?", [])
     if not by_split:
         by_split["train"], unassigned = unassigned, []
     if unassigned:
         logger.warning("ignoring %d file(s) in %s with no train/valid/test in their name: %s",
-                       len(unassigned), path, [f.name for f in unassigned])
+                       len(unassigned), where, [f.name for f in unassigned])
     return {split: _concat([_read_table(f) for f in fs]) for split, fs in by_split.items()}
+
+
+_GLOB_CHARACTERS = re.compile(r"[*?[]")
+
+
+def _pattern_files(pattern: str) -> list[Path]:
+    """The data files (:data:`SUPPORTED_SUFFIXES`) a glob pattern matches (``**`` spans folders); [] for a text
+    without glob characters."""
+    if not _GLOB_CHARACTERS.search(pattern):
+        return []
+    matches = (Path(m) for m in glob.glob(os.path.expanduser(pattern), recursive=True))
+    return sorted(m for m in matches if m.is_file() and m.suffix.lower() in SUPPORTED_SUFFIXES)
+
+
+def _pattern_root(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its leading parts without glob characters."""
+    parts = Path(os.path.expanduser(pattern)).parts
+    fixed = list(itertools.takewhile(lambda part: not _GLOB_CHARACTERS.search(part), parts))
+    return Path(*fixed) if fixed else Path(".")
 
 
 def _rows_table(rows: Sequence[tuple[str, str]]) -> Table:
@@ -597,6 +769,10 @@ _FORMAT_CITATIONS = {"aclImdb": IMDB_CITATION, "snips-json": SNIPS_CITATION}
 
 
 def _load_local(path: Path) -> _Source:
+    if not path.exists():  # a glob pattern (see _resolve)
+        logger.info("loading the files that %s matches", path)
+        return _Source(_load_table_files(_pattern_files(str(path)), _pattern_root(str(path)), str(path)), "tabular",
+                       str(path))
     fmt = detect_local_format(path)
     logger.info("loading %s as %s", path, fmt)
     return _Source(_LOCAL_LOADERS[fmt](path), fmt, str(path))
@@ -610,7 +786,7 @@ def _load_resource(filename: str) -> _Source:
         return _Source(_load_tabular(path), "tabular", f"package:ko_hf/resources/{filename}")
 
 
-def _load_hub(hub_id: str, name: str | None) -> _Source:
+def _load_hub(hub_id: str, name: str | None, config: str | None = None) -> _Source:
     local = f"--dataset {name}=/path/to/data or --dataset /path/to/data" if name else "--dataset /path/to/data"
     flag = dataset_offline_flag()
     problem = None if flag else hub_unreachable()
@@ -620,7 +796,7 @@ def _load_hub(hub_id: str, name: str | None) -> _Source:
             f"(HF_DATASETS_OFFLINE, HF_HUB_OFFLINE) is set. If it is in your local cache, set HF_DATASETS_OFFLINE=1 "
             f"to use that copy; else check the network, or pass a local copy: {local}")
     try:
-        dd = datasets.load_dataset(hub_id)
+        dd = datasets.load_dataset(hub_id, config)
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear DatasetError
         message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         if flag is not None:
@@ -648,10 +824,22 @@ def _looks_like_path(spec: str) -> bool:
     return (os.sep in spec or "/" in spec) and not is_repo_id(spec, namespaced=True)
 
 
-def _existing_path(spec: str) -> Path:
+def _local_path(spec: str) -> Path | None:
+    """``spec`` as a local source: a path that exists (read literally, whatever its characters), else a glob
+    pattern that matches data files; None for neither."""
     path = Path(spec).expanduser()
-    if not path.exists():
-        raise DatasetError(f"dataset path does not exist: {spec}")
+    return path if path.exists() or _pattern_files(spec) else None
+
+
+def _missing_path(spec: str) -> DatasetError:
+    pattern = " (and no file matches it as a pattern)" if _GLOB_CHARACTERS.search(spec) else ""
+    return DatasetError(f"dataset path does not exist: {spec}{pattern}")
+
+
+def _existing_path(spec: str) -> Path:
+    path = _local_path(spec)
+    if path is None:
+        raise _missing_path(spec)
     return path
 
 
@@ -667,10 +855,11 @@ def _resolve(spec: str) -> tuple[DatasetRecipe | None, Path | None, str | None]:
         if name not in DATASET_RECIPES:
             raise DatasetError(f"unknown dataset recipe {name!r} in {spec!r}; known: {sorted(DATASET_RECIPES)}")
         return DATASET_RECIPES[name], _existing_path(location), None
-    if Path(spec).expanduser().exists():
-        return None, Path(spec).expanduser(), None
+    local = _local_path(spec)
+    if local is not None:
+        return None, local, None
     if _looks_like_path(spec):
-        raise DatasetError(f"dataset path does not exist: {spec}")
+        raise _missing_path(spec)
     if is_repo_id(spec, namespaced=True):
         return None, None, spec
     raise DatasetError(
@@ -685,16 +874,17 @@ def _load_source(spec: str, recipe: DatasetRecipe | None, path: Path | None, hub
     if recipe is not None and recipe.resource:
         return _load_resource(recipe.resource)
     if hub_id:
-        return _load_hub(hub_id, recipe.name if recipe else None)
+        return _load_hub(hub_id, recipe.name if recipe else None, recipe.hub_config if recipe else None)
     raise DatasetError(f"recipe {spec!r} has no default source; pass {spec}=/path/to/data")
 
 
 def _canonical_splits(source: _Source, recipe: DatasetRecipe | None) -> dict[str, Table]:
     """Rename source splits to train/validation/test (recipe names first, then aliases); drop the rest."""
     explicit = recipe.split_map() if recipe else {}
+    ignored = recipe.ignore_splits if recipe else ()
     out: dict[str, list[Table]] = defaultdict(list)
     for split, table in source.splits.items():
-        target = explicit.get(split) or canonical_split(split)
+        target = None if split in ignored else explicit.get(split) or canonical_split(split)
         if target is None:
             logger.info("ignoring split %r of %s", split, source.location)
             continue
@@ -707,24 +897,30 @@ def _canonical_splits(source: _Source, recipe: DatasetRecipe | None) -> dict[str
 # --------------------------------------------------------------------------------------------------- labels
 
 
-def _extract(table: Table, text_col: str, label_col: str, where: str) -> tuple[list[str], list]:
-    """(texts, labels) of one split (not empty); rows missing either are dropped (logged)."""
-    texts, labels = table[text_col], [_normalize_label(v) for v in table[label_col]]
+#: One example's text: ``(text,)``, or ``(text, text_pair)`` for a sentence pair.
+Texts = tuple[str, ...]
+
+
+def _extract(table: Table, text_cols: tuple[str, ...], label_col: str, where: str) -> tuple[list[Texts], list]:
+    """(texts, labels) of one split (not empty); rows missing a text or the label are dropped (logged)."""
+    columns = {name: table[name] for name in text_cols}
+    texts, labels = list(zip(*columns.values())), [_normalize_label(v) for v in table[label_col]]
     if any(isinstance(y, (list, tuple, np.ndarray, dict)) for y in labels):
         raise DatasetError(f"split {where}: column {label_col!r} holds lists (multi-label); one label per row needed")
-    keep = [i for i, (t, y) in enumerate(zip(texts, labels)) if not _is_missing(t) and not _is_missing(y)]
+    keep = [i for i, (t, y) in enumerate(zip(texts, labels))
+            if not any(_is_missing(v) for v in t) and not _is_missing(y)]
     if len(keep) < len(texts):
         logger.warning("%s: dropped %d row(s) with an empty text or label", where, len(texts) - len(keep))
     if not keep:
-        empty = [name for name, values in ((f"label column {label_col!r}", labels), (f"text column {text_col!r}", texts))
-                 if all(_is_missing(v) for v in values)]
+        named = [(f"label column {label_col!r}", labels), *((f"text column {n!r}", v) for n, v in columns.items())]
+        empty = [name for name, values in named if all(_is_missing(v) for v in values)]
         raise DatasetError(f"split {where}: every one of its {len(texts)} row(s) has an empty "
                            f"{' and an empty '.join(empty) or 'text or label'}; is that the right column "
                            "(--text-column / --label-column)?")
-    return [str(texts[i]) for i in keep], [labels[i] for i in keep]
+    return [tuple(str(v) for v in texts[i]) for i in keep], [labels[i] for i in keep]
 
 
-def _drop_unseen(split: str, texts: list[str], labels: list, seen: set, drop: bool) -> tuple[list[str], list]:
+def _drop_unseen(split: str, texts: list[Texts], labels: list, seen: set, drop: bool) -> tuple[list[Texts], list]:
     unseen = sorted({y for y in labels if y not in seen}, key=str)
     if not unseen:
         return texts, labels
@@ -756,7 +952,7 @@ def _label_names(train_labels: Sequence, known: Sequence[str] | None) -> tuple[l
     return [str(v) for v in ordered], {v: i for i, v in enumerate(ordered)}
 
 
-def _unify_label_types(splits: dict[str, tuple[list[str], list]]) -> dict[str, tuple[list[str], list]]:
+def _unify_label_types(splits: dict[str, tuple[list[Texts], list]]) -> dict[str, tuple[list[Texts], list]]:
     """Labels all int or all str: anything else (mixed, non-integral floats) -> str, so ``0`` and ``"0"`` match."""
     kinds = {type(y) for _, labels in splits.values() for y in labels}
     if kinds not in ({int}, {str}):
@@ -775,14 +971,28 @@ def _check_args(validation_fraction: float, max_train_samples: int | None, max_e
             raise DatasetError(f"{arg} must be a positive integer or None, got {value!r}")
 
 
-def _subset(texts: list[str], ids: list[int], limit: int | None, seed: int) -> tuple[list[str], list[int]]:
+def _columns(texts: list[Texts], ids: list[int], names: Sequence[str]) -> dict[str, list]:
+    """The output columns of one split: ``text`` (``text_pair``) and ``label``."""
+    return {**{name: [t[k] for t in texts] for k, name in enumerate(names)}, "label": ids}
+
+
+def _subset(texts: list[Texts], ids: list[int], limit: int | None, seed: int) -> tuple[list[Texts], list[int]]:
     if limit is None or limit >= len(ids):
         return texts, ids
     idx = stratified_sample(ids, limit, seed, keep_each_class=True)
     return [texts[i] for i in idx], [ids[i] for i in idx]
 
 
-def _carve_validation(texts: list[str], ids: list[int], fraction: float, seed: int):
+def _check_train_subset(ids: list[int], limit: int | None, classes: int, names: Sequence[str]) -> None:
+    """A ``max_train_samples`` subset needs 2 classes, as the whole train split does."""
+    kept = sorted(set(ids))
+    if limit is not None and len(kept) < 2:
+        raise DatasetError(f"max_train_samples={limit} leaves a train split of a single class ({names[kept[0]]!r}); "
+                           f"a classifier needs at least 2 classes: use max_train_samples={classes} or more (every "
+                           f"one of the {classes} classes of the train split is then kept), or leave it unset")
+
+
+def _carve_validation(texts: list[Texts], ids: list[int], fraction: float, seed: int):
     """(train, validation) with a seeded, label-stratified validation share; every class keeps >= 1 train row."""
     val_idx = stratified_sample(ids, max(1, round(fraction * len(ids))), seed, leave_one=True)
     if not val_idx:
@@ -796,7 +1006,7 @@ def _carve_validation(texts: list[str], ids: list[int], fraction: float, seed: i
 def load_text_classification(
     dataset: str,
     *,
-    text_column: str | None = None,
+    text_column: str | Sequence[str] | None = None,
     label_column: str | None = None,
     validation_fraction: float = 0.1,
     seed: int = 42,
@@ -804,13 +1014,17 @@ def load_text_classification(
     max_eval_samples: int | None = None,
     drop_unseen_eval_labels: bool = False,
 ) -> TextClassificationData:
-    """Load ``dataset`` (recipe name, ``name=path``, local path or Hub id) as train/validation[/test] text+label.
+    """Load ``dataset`` (recipe name, ``name=path``, local path, glob pattern or Hub id) as train/validation[/test]
+    text+label.
 
-    ``validation_fraction`` is only used when the source has no validation split. ``max_train_samples`` /
+    ``text_column``: one column, or two (``["premise", "hypothesis"]``) for sentence pairs: the second becomes the
+    ``text_pair`` column; None detects one. ``validation_fraction`` is only used when the source has no validation
+    split. ``max_train_samples`` /
     ``max_eval_samples`` take seeded, label-stratified subsets of train / of validation and test. Raises
     :class:`DatasetError` on any bad input.
     """
     _check_args(validation_fraction, max_train_samples, max_eval_samples)
+    explicit_text = _text_columns(text_column)
     recipe, path, hub_id = _resolve(dataset)
     source = _load_source(dataset, recipe, path, hub_id)
     tables = _canonical_splits(source, recipe)
@@ -819,16 +1033,16 @@ def load_text_classification(
         raise DatasetError(f"split {empty!r} of {source.location} is empty")
 
     columns = list(tables["train"])
-    text_col = _pick_column(columns, text_column, recipe and recipe.text_column, TEXT_COLUMN_CANDIDATES, "text")
+    text_cols = _pick_text_columns(columns, explicit_text, recipe)
     label_col = _pick_column(columns, label_column, recipe and recipe.label_column, LABEL_COLUMN_CANDIDATES, "label")
-    if text_col == label_col:
-        raise DatasetError(f"text and label column are the same ({text_col!r}); columns found: {columns}")
+    if label_col in text_cols:
+        raise DatasetError(f"text and label column are the same ({label_col!r}); columns found: {columns}")
     for split, table in tables.items():
-        missing = [c for c in (text_col, label_col) if c not in table]
+        missing = [c for c in (*text_cols, label_col) if c not in table]
         if missing:
             raise DatasetError(f"split {split!r} lacks column(s) {missing}; columns found: {list(table)}")
 
-    raw = _unify_label_types({s: _extract(f, text_col, label_col, f"{s!r} of {source.location}")
+    raw = _unify_label_types({s: _extract(f, text_cols, label_col, f"{s!r} of {source.location}")
                               for s, f in tables.items()})
     seen = set(raw["train"][1])
     raw.update({s: _drop_unseen(s, *raw[s], seen, drop_unseen_eval_labels) for s in raw if s != "train"})
@@ -846,13 +1060,17 @@ def load_text_classification(
         logger.info("carved validation (%d rows, %.0f%%, seed %d) from train", len(encoded["validation"][1]),
                     100 * validation_fraction, seed)
     limits = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
+    classes = len(set(encoded["train"][1]))
     encoded = {s: _subset(*encoded[s], limits[s], seed) for s in SPLITS if s in encoded}
+    _check_train_subset(encoded["train"][1], max_train_samples, classes, names)
 
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
-    dd = datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": t, "label": y}, features=features)
+    columns_out = TEXT_OUTPUT_COLUMNS[:len(text_cols)]
+    features = datasets.Features({**{name: datasets.Value("string") for name in columns_out},
+                                  "label": datasets.ClassLabel(names=names)})
+    dd = datasets.DatasetDict({s: datasets.Dataset.from_dict(_columns(t, y, columns_out), features=features)
                                for s, (t, y) in encoded.items()})
     citation = recipe.citation if recipe else _FORMAT_CITATIONS.get(source.data_format)
     data = TextClassificationData(dd, names, recipe.name if recipe else dataset, source.location, citation,
-                                  source.data_format)
+                                  source.data_format, text_cols)
     logger.info("%s", data.summary())
     return data

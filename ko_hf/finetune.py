@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import math
 import os
 import statistics
 import time
 from argparse import Action, ArgumentTypeError
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,31 @@ from .arguments import KOArgumentsMixin, KOTrainingArguments
 from .checkpoints import find_resume_checkpoint, verify_checkpoint
 from .data import TextClassificationData, load_text_classification
 from .hub import hub_offline_flag, hub_unreachable, is_cached
+from .load_report import from_pretrained_quietly
 from .logged_metrics import CONDENSATION_METRICS, layer_condensation, logged_metric
 from .lora import apply_lora, check_lora_settings, save_head_config
 from .metrics import compute_metrics
 from .modelcard import KOModelCardCallback
 from .preflight import FinetuneError, check_run_settings, is_main_process, load_config_file, resume_request, truthy
-from .run_folder import RunFolderLock, claim_run_folder, clear_run_results
-from .settings import read_settings
+from .run_folder import (
+    RunFolderLock,
+    claim_run_folder,
+    clear_run_results,
+    write_json_atomic,
+    write_text_atomic,
+    writing_into,
+)
+from .run_record import (
+    EXTEND_KEYS,
+    TRAINING_KEYS,
+    checkpoint_run_record,
+    extension_problem,
+    setting_differences,
+    with_checkpoint_run,
+    without_unknown_recorded,
+    write_run_record,
+)
+from .settings import read_settings, setting_names
 from .trainer import KOTrainer
 
 logger = logging.get_logger(__name__)
@@ -85,7 +104,10 @@ class FinetuneOptions:
         metadata={"help": "Dataset: a recipe name (imdb, snips, demo), name=/local/path, a local file or folder "
                           "(aclImdb tree, Snips JSON, seq.in/label, CSV/TSV/JSON/JSONL/Parquet) or a Hub id."}
     )
-    text_column: str | None = field(default=None, metadata={"help": "Text column (default: auto-detected)."})
+    text_column: list[str] | None = field(
+        default=None, metadata={"help": "Text column (default: auto-detected), or two for sentence pairs (premise "
+                                        "hypothesis), tokenized as a pair; one name may be given as a plain string."}
+    )
     label_column: str | None = field(default=None, metadata={"help": "Label column (default: auto-detected)."})
     max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
     max_train_samples: int | None = field(
@@ -120,6 +142,15 @@ class FinetuneOptions:
         metadata={"help": "Train into an output folder that holds another run's results, deleting those results "
                           "(checkpoints included). Without it such a folder is refused unless the run resumes."},
     )
+    extend_run: bool = field(
+        default=False,
+        metadata={"help": "Resume with a larger max_steps or num_train_epochs than the checkpoint's run had, to train "
+                          "a (finished) run further; its LR schedule is stretched to the new length."},
+    )
+
+
+#: FinetuneOptions fields that say how a run is carried out, not what it computes (not recorded for resume).
+_NOT_DEFINING = ("plots", "overwrite_output_dir", "extend_run")
 
 
 @dataclass
@@ -143,6 +174,9 @@ class FinetuneResult:
     head_layers: dict[str, dict[str, float]] = field(default_factory=dict)
     #: False on the non-zero ranks of a distributed run (which save nothing and should print nothing).
     is_world_process_zero: bool = True
+    #: True when training diverged: the final training loss is not finite, or the trained weights hold NaN/inf
+    #: (the model is saved all the same; ``ko-finetune`` exits with code 3). See ``KOTrainer.diverged``.
+    diverged: bool = False
 
 
 class StepTimerCallback(TrainerCallback, ExportableState):
@@ -315,9 +349,16 @@ def parse_config(mapping: dict[str, Any]) -> tuple[FinetuneOptions, KOTrainingAr
     Unknown keys raise :class:`FinetuneError` naming them (with close matches); so does a value of the wrong type
     (checked as ``HfArgumentParser`` reads the field) or a bad KO setting; the dataclasses raise their own
     ``ValueError`` for the rest (e.g. an ``eval_strategy`` that needs ``eval_steps``).
+
+    A mapping that resumes (``resume_from_checkpoint``) takes each setting that defines the experiment and that it
+    does not give from the checkpoint's run (:func:`ko_hf.run_record.with_checkpoint_run`).
     """
-    check_run_settings(mapping)
     known = config_keys()
+    mapping, dropped = without_unknown_recorded(with_checkpoint_run(mapping), set(known))
+    if dropped:
+        logger.warning("the checkpoint's run recorded settings this version does not know, left out: %s",
+                       ", ".join(dropped))
+    check_run_settings(mapping)
     unknown = [k for k in mapping if k not in known]
     if unknown:
         hints = []
@@ -477,6 +518,62 @@ def _resolve_resume(args: KOTrainingArguments) -> str | None:
     return verify_checkpoint(request, allow_incomplete=args.resume_incomplete_checkpoint).path
 
 
+def run_settings(options: FinetuneOptions, args: KOTrainingArguments) -> dict[str, Any]:
+    """The settings that define a run's experiment (what :mod:`ko_hf.run_record` records and a resume keeps): every
+    :class:`FinetuneOptions` field but how the run is carried out, the training length, batch, optimizer, schedule,
+    seeds and intervals of ``args`` (:data:`~ko_hf.run_record.TRAINING_KEYS`), and the KO settings."""
+    settings = {f.name: getattr(options, f.name) for f in fields(options) if f.init and f.name not in _NOT_DEFINING}
+    settings.update({key: getattr(args, key) for key in TRAINING_KEYS if hasattr(args, key)})
+    settings.update({name: getattr(args, name) for name in setting_names() if hasattr(args, name)})
+    return settings
+
+
+def _check_resumed_settings(options: FinetuneOptions, args: KOTrainingArguments, checkpoint: str) -> None:
+    """A resumed run continues its checkpoint's run: the settings that defined it must be the same (a larger
+    ``max_steps``/``num_train_epochs`` with ``extend_run``)."""
+    recorded = checkpoint_run_record(checkpoint)
+    if recorded is None:
+        logger.warning("the run of %s kept no record of its settings (ko_run.json; a run of ko-hf 0.1?): its data, "
+                       "schedule and intervals cannot be checked against this run's", checkpoint)
+        return
+    current = run_settings(options, args)
+    differences = setting_differences(recorded, current, extend=options.extend_run)
+    if differences:
+        raise FinetuneError(
+            f"cannot resume from {checkpoint}: its run was started with other settings than this one gives "
+            f"({'; '.join(differences)}). A resumed run continues its checkpoint's experiment: leave these settings "
+            "out (they are taken from the checkpoint's run) or give its values; to train a run further, raise "
+            f"{' or '.join(EXTEND_KEYS)} with extend_run=true (--set extend_run=true); or start a new run in another "
+            "output_dir")
+    problem = extension_problem(recorded, current) if options.extend_run else None
+    if problem is not None:
+        raise FinetuneError(problem)
+
+
+def _check_run_numbers(options: FinetuneOptions, args: KOTrainingArguments) -> None:
+    """The checks ``ko-finetune`` makes of a config's numbers, made of the dataclasses a Python caller built (a
+    ``num_train_epochs`` of 0 would save the untrained model)."""
+    keys = ("max_steps", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
+            "gradient_accumulation_steps", "learning_rate", "max_length", "max_train_samples", "max_eval_samples")
+    values = {**{f.name: getattr(options, f.name) for f in fields(options)}, **vars(args)}
+    check_run_settings({key: values[key] for key in keys if values.get(key) is not None})
+
+
+def _check_mismatched_weights(model: torch.nn.Module, mismatched: Any, name: str) -> None:
+    """Only the new classification head may differ in shape from the pretrained checkpoint (it is initialised
+    afresh for the data's labels); a weight of the encoder that does not fit would be re-initialised silently."""
+    prefix = getattr(model, "base_model_prefix", "")
+    encoder = sorted((key, tuple(saved), tuple(wanted)) for key, saved, wanted in mismatched
+                     if prefix and key.startswith(f"{prefix}."))
+    if encoder:
+        key, saved, wanted = encoder[0]
+        more = f" (and {len(encoder) - 1} more weights)" if len(encoder) > 1 else ""
+        raise FinetuneError(f"model {name!r}: the weight {key} has shape {list(saved)} in the checkpoint but the "
+                            f"model its config describes needs {list(wanted)}{more}; only the classification head "
+                            "may differ (it is new for the data's labels). The weight files and config.json do not "
+                            "belong together: save the model again")
+
+
 def _check_finite_weights(model: torch.nn.Module, name: str) -> None:
     """A corrupted weight file trains silently to NaN: refuse a model whose loaded weights are not finite."""
     bad = [key for key, tensor in model.state_dict().items()
@@ -521,8 +618,10 @@ def prepare_finetune(options: FinetuneOptions, args: KOTrainingArguments, *, cal
     flag = hub_offline_flag()
     if args.push_to_hub and flag is not None:
         raise FinetuneError(f"push_to_hub needs the Hugging Face Hub, but {flag} is set; unset it or drop push_to_hub")
+    _check_run_numbers(options, args)
     lock = claim_run_folder(args.output_dir, resuming=resume_request(args.resume_from_checkpoint) is not None,
-                            overwrite=options.overwrite_output_dir, main_process=is_main_process())
+                            overwrite=options.overwrite_output_dir, main_process=is_main_process(),
+                            model=options.model_name_or_path)
     try:
         return _prepare(options, args, callbacks, reproduce_command, progress, progress_label, lock)
     except BaseException:
@@ -540,6 +639,8 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
     # already right.
     args.average_tokens_across_devices = False
     resume = _resolve_resume(args)
+    if resume is not None:
+        _check_resumed_settings(options, args, resume)
 
     model_name = options.model_name_or_path
     config, local_only = _load_model_config(model_name)
@@ -561,13 +662,15 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
     )
 
     transformers.set_seed(args.seed)  # the new head's initialisation is part of the run's seed
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+    try:  # transformers' LOAD REPORT once, as what it means (load_report): a new head, or fresh encoder weights
+        model, loading = from_pretrained_quietly(
+            AutoModelForSequenceClassification,
             model_name,
             num_labels=data.num_labels,
             id2label=data.id2label,
             label2id=data.label2id,
-            ignore_mismatched_sizes=True,  # a checkpoint that already has a head with another number of labels
+            ignore_mismatched_sizes=True,  # a checkpoint that already has a head with another number of labels:
+            output_loading_info=True,      # any other mismatch is refused below
             local_files_only=local_only,
             # with peft installed, transformers looks for adapter_config.json on the Hub without passing
             # local_files_only on (transformers 5.24): a cache-only load would sit through the retries again
@@ -575,6 +678,7 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
         )
     except Exception as err:  # noqa: BLE001
         raise FinetuneError(f"cannot load {model_name!r} for sequence classification: {_first_line(err)}") from err
+    _check_mismatched_weights(model, loading.get("mismatched_keys") or (), model_name)
     _check_finite_weights(model, model_name)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -582,10 +686,7 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
         model = apply_lora(model, r=options.lora_r, alpha=options.lora_alpha, dropout=options.lora_dropout,
                            target_modules=options.lora_target_modules, collision_targets=args.collision_targets)
 
-    def tokenize(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=options.max_length)
-
-    tokenized = data.dataset.map(tokenize, batched=True, remove_columns=["text"], desc="Tokenizing")
+    tokenized = _tokenize(data, tokenizer, options.max_length)
     timer = StepTimerCallback()
     extra = [timer, *_card_callbacks(options, callbacks)]
     if progress is not None:
@@ -607,10 +708,23 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
         trainer.resolve_resume_checkpoint(resume)  # the checkpoint's collision settings against the arguments
     elif options.overwrite_output_dir and is_main_process():
         clear_run_results(args.output_dir)  # only now that everything loaded: a mistake above deletes nothing
+    if is_main_process():  # what a resume of this run continues (an extended run records its new length)
+        write_run_record(args.output_dir, run_settings(options, args))
     logger.info("prepared %s on %s: %d labels, collision=%s on %s", model_name, data.summary(), data.num_labels,
                 args.collision, trainer.collision_targets)
     return PreparedFinetune(options, args, data, trainer, timer, tokenized.get("test"), resume, reproduce_command,
                             lock)
+
+
+def _tokenize(data: TextClassificationData, tokenizer, max_length: int):
+    """Every split tokenized: ``text``, or the pair ``text`` + ``text_pair`` (``tokenizer(a, b)``: separator and
+    segment ids as the model was pretrained with; truncation shortens the longer sentence first)."""
+    def tokenize(batch):
+        pair = batch["text_pair"] if data.is_pair else None
+        return tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
+
+    texts = [name for name in data.dataset["train"].column_names if name != "label"]
+    return data.dataset.map(tokenize, batched=True, remove_columns=texts, desc="Tokenizing")
 
 
 def _card_callbacks(options: FinetuneOptions, callbacks: list | None) -> list:
@@ -668,7 +782,31 @@ def run_train_loss(log_history: list[dict[str, Any]]) -> float | None:
     return total / steps if steps else None
 
 
+def _save_metrics(trainer: KOTrainer, split: str, metrics: dict[str, Any]) -> None:
+    """``Trainer.save_metrics``, each file written whole or not at all (a full disk leaves no empty
+    ``train_results.json``)."""
+    if not trainer.is_world_process_zero():
+        return
+    folder = Path(trainer.args.output_dir)
+    write_json_atomic(folder / f"{split}_results.json", metrics)
+    combined = folder / "all_results.json"
+    everything = json.loads(combined.read_text(encoding="utf-8")) if combined.is_file() else {}
+    write_json_atomic(combined, {**everything, **metrics})
+
+
+def _save_state(trainer: KOTrainer) -> None:
+    """``Trainer.save_state`` (``trainer_state.json``), written whole or not at all."""
+    if trainer.is_world_process_zero():
+        write_text_atomic(Path(trainer.args.output_dir) / "trainer_state.json",
+                          json.dumps(asdict(trainer.state), indent=2, sort_keys=True) + "\n")
+
+
 def _run(prepared: PreparedFinetune) -> FinetuneResult:
+    with writing_into(prepared.args.output_dir):  # a full disk: one clear error, not a traceback
+        return _train_and_save(prepared)
+
+
+def _train_and_save(prepared: PreparedFinetune) -> FinetuneResult:
     trainer, args = prepared.trainer, prepared.args
     if prepared.resume_from_checkpoint:
         logger.info("resuming from %s", prepared.resume_from_checkpoint)
@@ -686,13 +824,13 @@ def _run(prepared: PreparedFinetune) -> FinetuneResult:
     head_metrics = {k: v for k in CONDENSATION_METRICS if (v := logged_metric(condensation, k)) is not None}
     head_layers = layer_condensation(condensation)
 
-    trainer.save_metrics("train", train_metrics)
-    trainer.save_metrics("eval", eval_metrics)
+    _save_metrics(trainer, "train", train_metrics)
+    _save_metrics(trainer, "eval", eval_metrics)
     if test_metrics is not None:
-        trainer.save_metrics("test", test_metrics)
+        _save_metrics(trainer, "test", test_metrics)
     if head_metrics:
-        trainer.save_metrics("head", {f"head_{k}": v for k, v in head_metrics.items()})
-    trainer.save_state()
+        _save_metrics(trainer, "head", {f"head_{k}": v for k, v in head_metrics.items()})
+    _save_state(trainer)
     if prepared.options.lora and trainer.is_world_process_zero():  # before the upload: it goes with the adapter
         save_head_config(trainer.model, args.output_dir)  # the labels, for ko_hf.lora.load_lora_classifier
     card_kwargs = _card_kwargs(trainer, prepared)
@@ -718,6 +856,7 @@ def _run(prepared: PreparedFinetune) -> FinetuneResult:
         head_metrics=head_metrics,
         head_layers=head_layers,
         is_world_process_zero=trainer.is_world_process_zero(),
+        diverged=trainer.diverged,
     )
 
 

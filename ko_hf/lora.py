@@ -3,8 +3,11 @@
 The head (every module outside ``model.base_model``) and the modules of the other collision targets (e.g. the
 pooler) go into ``LoraConfig.modules_to_save``, so they train and collide as in a full fine-tune. The output folder
 holds what PEFT saves (``adapter_config.json``, ``adapter_model.safetensors``: the adapters and the trained head),
-the tokenizer, and ``head_config.json`` (the classifier's config: labels, ``id2label``), from which
-:func:`load_lora_classifier` rebuilds the model. peft is an optional dependency: ``pip install "ko-hf[lora]"``.
+the tokenizer, and ``head_config.json`` (the classifier's config: the label names). Any saved PEFT sequence
+classifier reloads with peft's own ``AutoPeftModelForSequenceClassification``, given its number of labels;
+:func:`load_lora_classifier` does that without being told: it takes the labels from ``head_config.json`` where
+ko-finetune wrote one, else their number from the head saved with the adapter (``trainer.save_model()``,
+``PeftModel.save_pretrained``). peft is an optional dependency: ``pip install "ko-hf[lora]"``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["HEAD_CONFIG_NAME", "apply_lora", "check_lora_settings", "load_lora_classifier", "save_head_config"]
+__all__ = ["HEAD_CONFIG_NAME", "apply_lora", "check_lora_settings", "load_lora_classifier", "save_head_config",
+           "saved_label_count"]
 
 HEAD_CONFIG_NAME = "head_config.json"
 INSTALL_HINT = 'pip install "ko-hf[lora]" (or pip install peft)'
@@ -89,21 +93,65 @@ def save_head_config(model: torch.nn.Module, output_dir: str | Path) -> Path:
     return path
 
 
-def load_lora_classifier(path: str | Path, base_model: str | None = None, **kwargs: Any):
-    """The fine-tuned classifier of a ``ko-finetune --lora`` output folder: the base model named in
-    ``adapter_config.json`` (or ``base_model``) with the run's labels, plus the adapters and the trained head.
-    ``kwargs`` go to ``from_pretrained`` of the base (e.g. ``torch_dtype``)."""
-    peft = require_peft()
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    path = Path(path)
-    if base_model is None:
-        base_model = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+def _head_config_labels(path: Path) -> dict[str, Any]:
+    """The labels (and pad token) of ``head_config.json``, which ``ko-finetune --lora`` writes next to the adapter."""
     head = json.loads((path / HEAD_CONFIG_NAME).read_text(encoding="utf-8"))
     id2label = {int(i): label for i, label in head["id2label"].items()}  # JSON keys are strings
-    config = AutoConfig.from_pretrained(base_model, num_labels=len(id2label), id2label=id2label,
-                                        label2id={label: i for i, label in id2label.items()})
-    model = AutoModelForSequenceClassification.from_pretrained(base_model, config=config, **kwargs)
-    if model.config.pad_token_id is None and head.get("pad_token_id") is not None:
-        model.config.pad_token_id = head["pad_token_id"]
-    return peft.PeftModel.from_pretrained(model, str(path))
+    labels = {"num_labels": len(id2label), "id2label": id2label,
+              "label2id": {label: i for i, label in id2label.items()}}
+    return {**labels, "pad_token_id": head["pad_token_id"]} if head.get("pad_token_id") is not None else labels
+
+
+def saved_label_count(path: str | Path, base_model: str) -> int | None:
+    """The number of labels of the head saved with the adapter in ``path`` (``adapter_model.safetensors``): the size
+    in which its weights differ from those of ``base_model``'s classifier, built empty (on the meta device) from the
+    base's config. None when the adapter holds no head, or one of the base's size."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    weights = Path(path) / "adapter_model.safetensors"
+    if not weights.is_file():
+        return None
+    with safe_open(str(weights), "pt") as saved:
+        shapes = {key.removeprefix("base_model.model."): tuple(saved.get_slice(key).get_shape())
+                  for key in saved.keys()}
+    with torch.device("meta"):
+        base = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(base_model))
+    sizes = {shape[dim] for name, param in base.named_parameters()
+             if (shape := shapes.get(name)) is not None and len(shape) == param.dim()
+             for dim in range(param.dim()) if shape[dim] != param.shape[dim]}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def load_lora_classifier(path: str | Path, base_model: str | None = None, **kwargs: Any):
+    """A saved PEFT sequence classifier (a ``ko-finetune --lora`` output folder, ``trainer.save_model()`` of a
+    ``PeftModel``, ``PeftModel.save_pretrained``), with its labels: peft's
+    ``AutoPeftModelForSequenceClassification.from_pretrained(path, num_labels=...)`` (the base named in
+    ``adapter_config.json``, the adapters and the trained head), the labels read from ``head_config.json`` where
+    ko-finetune wrote one (its outputs up to now keep loading), else their number from the saved head.
+
+    ``base_model``: load the adapter onto this base instead of the one ``adapter_config.json`` names. ``kwargs`` go
+    to ``from_pretrained`` (e.g. ``torch_dtype``, or ``id2label`` to name the labels).
+    """
+    peft = require_peft()
+    from transformers import AutoModelForSequenceClassification
+
+    from .load_report import quiet_load_report
+
+    path = Path(path)
+    config = peft.PeftConfig.from_pretrained(str(path))
+    base = base_model or config.base_model_name_or_path
+    if (path / HEAD_CONFIG_NAME).is_file():
+        labels = _head_config_labels(path)
+    else:
+        count = saved_label_count(path, base)
+        labels = {"num_labels": count} if count else {}
+    if "id2label" in kwargs:  # the caller names the labels
+        labels = {key: value for key, value in labels.items() if key == "pad_token_id"}
+        kwargs.setdefault("label2id", {label: i for i, label in kwargs["id2label"].items()})
+    kwargs = {**labels, **kwargs}
+    with quiet_load_report():  # the base's head is missing by design: the adapter brings the trained one
+        if base_model is None:
+            return peft.AutoPeftModelForSequenceClassification.from_pretrained(str(path), **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(base_model, **kwargs)
+        return peft.PeftModel.from_pretrained(model, str(path))

@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "RUN_DEFAULTS",
     "FinetuneError",
+    "check_model_folder_kept",
     "check_output_dir",
     "check_run_settings",
     "is_known_model_name",
@@ -87,6 +88,10 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise FinetuneError(f"config file does not exist: {path}")
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        line = err.object[:err.start].count(b"\n") + 1
+        raise FinetuneError(f"config file {path} is not UTF-8 text: byte 0x{err.object[err.start]:02x} at byte "
+                            f"position {err.start} (line {line}: {err.reason}); save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise FinetuneError(f"cannot parse config file {path}: {' '.join(str(err).split())}") from err
     if content is None:
@@ -177,6 +182,8 @@ def check_run_settings(mapping: Mapping[str, Any]) -> None:
         raise FinetuneError(f"learning_rate={mapping['learning_rate']!r} is invalid; it must be a finite number >= 0")
     if mapping.get("output_dir"):
         check_output_dir(mapping["output_dir"])
+        if mapping.get("model_name_or_path"):
+            check_model_folder_kept(mapping["output_dir"], mapping["model_name_or_path"])
 
 
 def check_output_dir(path: str | os.PathLike) -> None:
@@ -194,6 +201,25 @@ def check_output_dir(path: str | os.PathLike) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         what = "is not writable" if existing == folder else f"cannot be created: {existing} is not writable"
         raise FinetuneError(f"output_dir {path} {what} (permission denied); choose another output_dir")
+
+
+def check_model_folder_kept(output_dir: str | os.PathLike, model: str | os.PathLike) -> None:
+    """A run's output folder may not be the pretrained model's local folder, nor inside or around it: the run
+    writes its model there (and ``--overwrite-output-dir`` deletes an earlier run's weights and checkpoints)."""
+    model_path = Path(model).expanduser()
+    if not model_path.is_dir():
+        return  # a Hub id, or a path the model checks report
+    model_folder, folder = model_path.resolve(), Path(output_dir).expanduser().resolve()
+    if folder == model_folder:
+        where = "is the pretrained model's own folder"
+    elif model_folder in folder.parents:
+        where = f"is inside the pretrained model's folder {model}"
+    elif folder in model_folder.parents:
+        where = f"contains the pretrained model's folder {model}"
+    else:
+        return
+    raise FinetuneError(f"output_dir {output_dir} {where}: the run would write its model over (or delete) the "
+                        "pretrained weights it starts from; choose an --output-dir outside the model's folder")
 
 
 def is_known_model_name(name: str) -> bool:

@@ -4,6 +4,7 @@ are in :mod:`ko_hf.arguments` and importable from here too)."""
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,13 @@ from .arguments import (  # noqa: F401 - KOTrainingArguments and its helpers, wh
     optim_name,
     validate_ko_arguments,
 )
-from .checkpoints import CheckpointError, checkpoint_param_groups, find_resume_checkpoint, verify_checkpoint
+from .checkpoints import (
+    CheckpointError,
+    checkpoint_param_groups,
+    find_resume_checkpoint,
+    restarted_parts,
+    verify_checkpoint,
+)
 from .collision import condensation
 from .logged_metrics import (  # noqa: F401 - also from here
     CONDENSATION_METRICS,
@@ -35,6 +42,7 @@ from .logged_metrics import (  # noqa: F401 - also from here
 from .groups import flagged_param_groups
 from .modelcard import KOModelCardCallback, write_model_card
 from .optim import CollisionMixin, fill_saved_group, ko_optimizer_class
+from .run_record import checkpoint_run_record, setting_differences
 from .settings import DEFAULT_COLL_COEF, group_setting_names, group_settings, ko_setting, ko_settings, setting_names  # noqa: F401,E501
 from .targets import (
     collision_target_parameters,
@@ -75,11 +83,20 @@ class ResumeReport:
 
     checkpoint: str
     missing: list[str] = field(default_factory=list)
+    #: The optimizer step training continued from (the checkpoint's; 0 when its trainer state was missing).
+    resumed_at_step: int | None = None
+    #: True when the checkpoint's run had already taken all its steps: the resume trained no step.
+    finished_before_resume: bool = False
 
     @property
     def restarted(self) -> bool:
-        """True when the optimizer, schedule or step count did not come back from the checkpoint."""
+        """True when the optimizer, schedule, step count or random state did not come back from the checkpoint."""
         return bool(self.missing)
+
+    @property
+    def restarted_parts(self) -> list[str]:
+        """What started afresh, in words (``["the LR schedule", ...]``); empty when nothing did."""
+        return restarted_parts(self.missing)
 
 
 def collision_setting_differences(saved: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> list[str]:
@@ -116,6 +133,30 @@ def collision_setting_differences(saved: list[dict[str, Any]], wanted: list[dict
                 if line not in differences:
                     differences.append(line)
     return differences
+
+
+def _batch_mean_loss_class(model: Any) -> str | None:
+    """The class name of ``model`` when its loss is the mean over its batch, else None: a transformers
+    sequence-classification model (the class whose ``forward`` computes the loss is one) that does not declare
+    ``accepts_loss_kwargs`` itself.
+
+    Trainer takes a model whose ``forward`` has ``**kwargs`` (BERT's has, for attention options) for one whose loss
+    is a sum over tokens divided by ``num_items_in_batch``: it leaves such a loss undivided by the gradient
+    accumulation steps and, with ``average_tokens_across_devices`` (transformers 5's default), multiplies it by the
+    number of processes. A classification loss is a plain batch mean (``CrossEntropyLoss()``), so both came out
+    that many times too large: measured 2.1975 against 1.0988 on the first step with 2 processes, and the same
+    with 2 accumulation steps (tests/test_distributed.py, tests/test_loss_scale.py).
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    from .targets import unwrap_model
+
+    inner = unwrap_model(model) if model is not None else None
+    if inner is None or hasattr(inner, "accepts_loss_kwargs"):
+        return None
+    owner = next((cls for cls in type(inner).__mro__ if "forward" in vars(cls)), None)
+    classifiers = set(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values())
+    return type(inner).__name__ if owner is not None and owner.__name__ in classifiers else None
 
 
 def _is_ko_optimizer(optimizer: Any) -> bool:
@@ -160,6 +201,10 @@ class KOTrainer(Trainer):
                 "KOTrainingArguments takes every TrainingArguments field plus the collision settings"
             )
         super().__init__(model, args, *pargs, **kwargs)
+        mean_loss = _batch_mean_loss_class(self.model) if self.model_accepts_loss_kwargs else None
+        if mean_loss:  # the loss keeps one batch's scale under gradient accumulation and data parallelism
+            self.model_accepts_loss_kwargs = False
+            logger.info("%s computes a batch-mean loss: not rescaled by accumulation steps or processes", mean_loss)
         self._ko_search_base: dict[str, Any] | None = None
         self.collision_targets = self._resolve_targets()
         self._check_supported_setup()
@@ -217,6 +262,10 @@ class KOTrainer(Trainer):
 
     # ------------------------------------------------------------------ resume
 
+    #: Set by ``train``: True when training diverged (the final training loss is not finite, or the trained weights
+    #: hold NaN/inf), which is logged as a warning.
+    diverged: bool = False
+
     def resolve_resume_checkpoint(self, resume_from_checkpoint: str | bool | None) -> str | None:
         """The checkpoint ``train`` resumes from, checked: ``True`` = the newest complete ``checkpoint-*`` of
         ``output_dir`` (newer incomplete ones are skipped with a warning), a path = that checkpoint, which must be
@@ -233,22 +282,32 @@ class KOTrainer(Trainer):
         self._check_checkpoint_collision_settings(report.path)
         if report.missing:
             logger.warning("resuming from %s without %s: %s start afresh (resume_incomplete_checkpoint)",
-                           report.path, ", ".join(report.missing),
-                           "the step count, optimizer and LR schedule" if TRAINER_STATE_NAME in report.missing
-                           else "the optimizer moments, the LR schedule and the collision step counter")
+                           report.path, ", ".join(report.missing), "; ".join(restarted_parts(report.missing)))
         self.resume_report = ResumeReport(report.path, list(report.missing))
         return report.path
 
     def _check_checkpoint_collision_settings(self, checkpoint: str) -> None:
-        """A resumed run continues the checkpoint's run: its collision settings must be the arguments'."""
-        saved = checkpoint_param_groups(checkpoint)
-        if saved is None or self.model is None:
+        """A resumed run continues the checkpoint's run: its collision settings must be the arguments'. They are
+        read from the optimizer state's param groups, or, when the checkpoint has none, from the record of its run
+        (:mod:`ko_hf.run_record`, written by :func:`ko_hf.finetune.finetune`)."""
+        if self.model is None:
             return
-        if self.optimizer is not None:
-            wanted = self.optimizer.param_groups
+        saved = checkpoint_param_groups(checkpoint)
+        if saved is not None:
+            if self.optimizer is not None:
+                wanted = self.optimizer.param_groups
+            else:
+                wanted = self.collision_param_groups(self.model) if self.collision_enabled else []
+            differences = collision_setting_differences(saved, wanted)
         else:
-            wanted = self.collision_param_groups(self.model) if self.collision_enabled else []
-        differences = collision_setting_differences(saved, wanted)
+            recorded = checkpoint_run_record(checkpoint)
+            if recorded is None:
+                logger.warning("%s has no optimizer state and its run kept no record of its settings: its collision "
+                               "settings cannot be checked against the arguments", checkpoint)
+                return
+            names = [name for name in setting_names() if name in recorded]
+            differences = setting_differences({name: recorded[name] for name in names},
+                                              {name: getattr(self.args, name) for name in names})
         if differences:
             raise ResumeError(
                 f"cannot resume from {checkpoint}: it was trained with other collision settings than the arguments "
@@ -258,15 +317,35 @@ class KOTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None,
               ignore_keys_for_eval: list[str] | None = None, **kwargs: Any):
-        """``Trainer.train``, with the checkpoint checked first (see :meth:`resolve_resume_checkpoint`)."""
+        """``Trainer.train``, with the checkpoint checked first (see :meth:`resolve_resume_checkpoint`); a
+        checkpoint of a run that had taken all its steps trains no step. Sets :attr:`diverged` at the end."""
+        self.diverged = False
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:  # their checkpoints have another layout
-            return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
-        checkpoint = self.resolve_resume_checkpoint(resume_from_checkpoint)
-        if checkpoint is not None and TRAINER_STATE_NAME in self.resume_report.missing:
-            # transformers cannot resume without trainer state: start at step 0 from the checkpoint's weights
-            self._load_from_checkpoint(checkpoint)
-            checkpoint = None
-        return super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
+            output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        else:
+            checkpoint = self.resolve_resume_checkpoint(resume_from_checkpoint)
+            if checkpoint is not None and TRAINER_STATE_NAME in self.resume_report.missing:
+                # transformers cannot resume without trainer state: start at step 0 from the checkpoint's weights
+                self._load_from_checkpoint(checkpoint)
+                self.resume_report.resumed_at_step = 0
+                checkpoint = None
+            output = super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        reason = self.diverged_reason()
+        self.diverged = bool(reason)
+        if self.diverged:
+            logger.warning("training diverged: %s; the trained weights are unusable. Lower the learning rate (or "
+                           "coll_coef), or check the data", reason)
+        return output
+
+    def diverged_reason(self) -> str:
+        """Why the training diverged, in words (empty when it did not): a non-finite last logged loss, weights
+        holding NaN/inf."""
+        loss = _final_loss(self.state.log_history)
+        bad = _non_finite_weights(self.model)
+        parts = [f"the final training loss is {loss}"] if loss is not None and not math.isfinite(loss) else []
+        if bad:
+            parts.append(f"{len(bad)} weight tensor(s) hold NaN/inf ({bad[0]}{', ...' if len(bad) > 1 else ''})")
+        return " and ".join(parts)
 
     def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint,
                              trial):
@@ -274,14 +353,25 @@ class KOTrainer(Trainer):
         # resolved to absolute steps: a ratio (logging_steps 0.02) would always "differ" (0.02 != 2). Compare the
         # resolved values instead.
         with _absolute_steps(self.args, max_steps):
-            trained = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
-                                                   resume_from_checkpoint, trial)
+            epochs_trained, steps_trained = super()._init_training_state(
+                max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial)
         # A checkpoint written before a callback kept state (ko-hf 0.1: the step timer, the card's start record)
         # has no entry for it, and Trainer's checkpoint code looks every entry up by name: give it the fresh one.
         for callback in [*self.callback_handler.callbacks, self.control]:
             if isinstance(callback, ExportableState):
                 self.state.stateful_callbacks.setdefault(type(callback).__name__, callback.state())
-        return trained
+        if resume_from_checkpoint is not None:
+            finished = self.state.global_step >= max_steps
+            if self.resume_report is not None:
+                self.resume_report.resumed_at_step = self.state.global_step
+                self.resume_report.finished_before_resume = finished
+            if finished:
+                # every step was taken before the checkpoint: transformers would still enter the last epoch (when
+                # the steps do not fill it) and take one more step before it checks the count
+                logger.info("%s is the end of its run (step %d of %d): no step left to train",
+                            resume_from_checkpoint, self.state.global_step, max_steps)
+                return num_train_epochs, 0
+        return epochs_trained, steps_trained
 
     # ------------------------------------------------------------------ optimizer
 
@@ -418,6 +508,23 @@ def _absolute_steps(args: TrainingArguments, max_steps: int):
     finally:
         for name, value in before.items():
             setattr(args, name, value)
+
+
+def _final_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """The last logged training loss (the run's mean when no step loss was logged); None when nothing was."""
+    for key in ("loss", "train_loss"):
+        losses = [entry[key] for entry in log_history if isinstance(entry.get(key), (int, float))]
+        if losses:
+            return float(losses[-1])
+    return None
+
+
+def _non_finite_weights(model: torch.nn.Module | None) -> list[str]:
+    """The names of the model's floating-point parameters that hold NaN or inf."""
+    if model is None:
+        return []
+    return [name for name, param in model.named_parameters()
+            if param.is_floating_point() and not bool(torch.isfinite(param.detach()).all())]
 
 
 def _prefixed(stats: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -57,6 +57,7 @@ def collision_settings() -> dict[str, dict[str, object]]:
 
 
 SETTING_TITLE = {"adamw": "AdamW (no collision)", "soft": "soft collision", "hard": "hard collision"}
+COLLISION = {"adamw": "none", "soft": "soft", "hard": "hard"}
 
 
 def render_recipe(model: str, dataset: str, setting: str) -> str:
@@ -101,7 +102,8 @@ greater_is_better: true
 logging_steps: 50
 report_to: none
 seed: 42
-output_dir: runs/table3/{model}/{dataset}-{setting}
+# no output_dir: ko-finetune names the folder after the model, data set and collision actually run
+# (ko-output/{model}-{dataset}-{COLLISION[setting]}; another MODEL or --dataset gets its own folder), or pass -o DIR
 """
 
 

@@ -293,11 +293,6 @@ def test_output_folder_of_another_run_is_refused_unless_overwritten(tiny_model_d
     assert (out / "model.safetensors").read_bytes() != weights
 
 
-def _other_process():
-    """A live process that is not this one (and not its parent): the holder of a lock."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-
-
 def _write_lock(folder, pid):
     import socket
 
@@ -309,28 +304,18 @@ def _write_lock(folder, pid):
 def test_busy_output_folder_stops_at_once_naming_the_holder(tiny_model_dir, csv_data, tmp_path):
     import socket
 
-    holder = _other_process()
-    try:
-        out = tmp_path / "busy"
-        _write_lock(out, holder.pid)
-        message = f"in use by another run: pid {holder.pid} on {socket.gethostname()}"
-        assert_user_error(run("no-such-model-folder/", "--dataset", "nosuchset", "--output-dir", out), message)  # before any
+    from test_run_folder import SECRET, holding_lock
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with holding_lock(out) as pid:
+        message = f"in use by another run: pid {pid} on {socket.gethostname()}"
+        result = run("no-such-model-folder/", "--dataset", "nosuchset", "--output-dir", out)
+        assert_user_error(result, message)  # before any other check
+        assert SECRET not in result.output
         assert_user_error(run("compare", tiny_model_dir, "--dataset", csv_data, "--output-dir", out, "-s", "adamw",
                               "--seeds", "1,"), message)
         assert not (out / "adamw").exists()
-    finally:
-        holder.kill()
-        holder.wait()
-
-
-def test_lock_of_another_host_is_not_taken_over(tmp_path):
-    from ko_hf.run_folder import lock_run_folder
-
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    (tmp_path / ".ko-finetune.lock").write_text(json.dumps({"pid": gone.pid, "host": "another-machine"}))
-    with pytest.raises(ValueError, match=f"pid {gone.pid} on another-machine.*delete {tmp_path / '.ko-finetune.lock'}"):
-        lock_run_folder(tmp_path)  # its processes cannot be seen from here
 
 
 def test_stale_lock_is_taken_over(tiny_model_dir, csv_data, tmp_path):
@@ -425,15 +410,26 @@ def test_non_finite_training_loss_is_logged_as_nan(tiny_model_dir, csv_data, tmp
     result = finetune(*parse_config({**mapping, "logging_steps": 1, "save_strategy": "no"}), callbacks=[Poison()])
     losses = [entry["loss"] for entry in result.log_history if "loss" in entry]
     assert losses and all(math.isnan(loss) for loss in losses), losses  # never 0
+    assert result.diverged
 
 
-def test_load_report_and_log_have_no_colour_codes(tiny_model_dir, csv_data, tmp_path):
+def test_a_diverged_run_exits_with_code_3(tiny_model_dir, csv_data, tmp_path):
+    out = tmp_path / "diverged"
+    result = run(tiny_model_dir, "--dataset", csv_data, "-o", out, *FAST_FLAGS, "--max-steps", "2", "--lr", "1e38")
+    assert result.exit_code == 3, result.output  # was 0
+    assert cli.DIVERGED_EXIT_CODE == 3
+    assert "Diverged: the final training loss is nan" in result.output and "Traceback" not in result.output
+    assert (out / "model.safetensors").is_file()  # saved all the same, for a look at what happened
+
+
+def test_no_load_report_and_no_colour_codes_in_the_log(tiny_model_dir, csv_data, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-m", "ko_hf_cli", str(tiny_model_dir), "--dataset", str(csv_data),
                           "--output-dir", str(tmp_path / "o"), *FAST_FLAGS], capture_output=True, text=True,
                          env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "LOAD REPORT" in out.stderr and not re.search(r"\x1b\[[0-9;]*m", out.stderr)  # no colour codes
+    # transformers' LOAD REPORT (the new head) is said once as info instead (ko_hf.load_report); no colour codes
+    assert "LOAD REPORT" not in out.stderr and not re.search(r"\x1b\[[0-9;]*m", out.stderr)
     assert "pin_memory" not in out.stderr
 
 
@@ -441,3 +437,46 @@ def test_a_refused_run_leaves_no_folder_behind(tmp_path):
     out = tmp_path / "new" / "run"
     assert_user_error(run("no-such-model-folder/", "--dataset", "x", "--output-dir", out), "model path does not exist")
     assert not (tmp_path / "new").exists()  # the lock's folder is removed again
+
+
+# --------------------------------------------------------------------------------------------------- resume
+
+
+def test_readme_resume_line_continues_the_run_it_started_with_more_flags(tiny_model_dir, csv_data, tmp_path):
+    import shutil
+
+    from test_finetune import head_weight
+
+    started = ["--max-steps", "4", "--max-train-samples", "12", "--set", "save_steps=2", "--lr", "5e-3",
+               "--batch-size", "4", "--seed", "1", "--max-length", "32", "--set", "warmup_steps=1", "--no-plots"]
+    out = tmp_path / "out"
+    assert run(tiny_model_dir, "--dataset", csv_data, "-o", out, *started).exit_code == 0
+    cut = tmp_path / "cut"  # as killed after step 2
+    shutil.copytree(out, cut)
+    shutil.rmtree(cut / "checkpoint-4")
+    resumed = run(tiny_model_dir, "--dataset", csv_data, "-o", cut, "--resume-from-checkpoint", "last")
+    assert resumed.exit_code == 0, resumed.output
+    state = json.loads((cut / "trainer_state.json").read_text())
+    assert (state["global_step"], state["max_steps"], state["save_steps"]) == (4, 4, 2)  # not epochs on all the data
+    torch.testing.assert_close(head_weight(cut), head_weight(out))  # the same run, straight through or resumed
+
+    longer = run(tiny_model_dir, "--dataset", csv_data, "-o", cut, "--resume-from-checkpoint", "last",
+                 "--max-steps", "6")
+    assert_user_error(longer, "max_steps: checkpoint 4, arguments 6", "--set extend_run=true")
+    extended = run(tiny_model_dir, "--dataset", csv_data, "-o", cut, "--resume-from-checkpoint", "last",
+                   "--max-steps", "6", "--set", "extend_run=true")
+    assert extended.exit_code == 0, extended.output
+    assert json.loads((cut / "trainer_state.json").read_text())["global_step"] == 6
+
+
+def test_output_folder_of_the_pretrained_model_is_refused(tiny_model_dir, csv_data, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    weights = (model / "model.safetensors").read_bytes()
+    for flags in ([], ["--overwrite-output-dir"]):
+        result = run(model, "--dataset", csv_data, "-o", model, *FAST_FLAGS, *flags)
+        assert_user_error(result, f"output_dir {model} is the pretrained model's own folder")
+        assert "another run's results" not in result.output
+    assert (model / "model.safetensors").read_bytes() == weights  # was deleted before training

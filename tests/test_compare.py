@@ -271,6 +271,7 @@ def write_checkpoint(folder: Path) -> Path:
     save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
     torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
     torch.save({}, folder / "scheduler.pt")
+    torch.save({"cpu": torch.get_rng_state()}, folder / "rng_state.pth")
     (folder / "trainer_state.json").write_text("{}")
     return folder
 
@@ -316,6 +317,54 @@ def test_run_without_a_complete_checkpoint_starts_again(tmp_path):
     assert "from the start (no complete checkpoint)" in messages[0]
 
 
+class CheckpointingRunner(FakeRunner):
+    """A fake run that leaves what a real one leaves: checkpoints with optimizer state, and its final model."""
+
+    def __call__(self, options, args, **finetune_keywords):
+        out = Path(args.output_dir)
+        for step in (1, 2):
+            write_checkpoint(out / f"checkpoint-{step}")
+        (out / "model.safetensors").write_bytes(b"final weights")
+        (out / "all_results.json").write_text("{}")
+        return super().__call__(options, args, **finetune_keywords)
+
+
+def test_finished_runs_keep_their_model_not_their_checkpoints(tmp_path):
+    run_comparison(BASE, tmp_path / "pruned", ["adamw", "soft"], [1], runner=CheckpointingRunner(), parse=parse_config,
+                   plot=False)
+    for setting in ("adamw", "soft"):
+        run_dir = tmp_path / "pruned" / setting / "seed-1"
+        assert sorted(p.name for p in run_dir.iterdir()) == ["all_results.json", RESULT_FILE, "model.safetensors"]
+    run_comparison(BASE, tmp_path / "kept", ["adamw"], [1], runner=CheckpointingRunner(), parse=parse_config,
+                   plot=False, keep_checkpoints=True)
+    assert (tmp_path / "kept" / "adamw" / "seed-1" / "checkpoint-2" / "optimizer.pt").is_file()
+
+
+def test_an_unfinished_run_keeps_its_checkpoints_to_resume(tmp_path):
+    class Killed(CheckpointingRunner):
+        def __call__(self, options, args, **finetune_keywords):
+            super().__call__(options, args, **finetune_keywords)
+            raise KeyboardInterrupt  # killed after its checkpoints, before its record
+
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison(BASE, tmp_path, ["soft"], [1], runner=Killed(), parse=parse_config, plot=False)
+    runner = FakeRunner()
+    run_comparison(BASE, tmp_path, ["soft"], [1], runner=runner, parse=parse_config, plot=False)
+    assert runner.calls[0][3] == str(tmp_path / "soft" / "seed-1" / "checkpoint-2")
+    assert not (tmp_path / "soft" / "seed-1" / "checkpoint-2").exists()  # finished now: pruned
+
+
+def test_compare_command_keeps_checkpoints_on_request(tmp_path, monkeypatch):
+    monkeypatch.setattr("ko_hf.finetune.finetune", CheckpointingRunner())
+    for flags, kept in (([], False), (["--keep-checkpoints"], True)):
+        out = tmp_path / f"cmp-{kept}"
+        result = CliRunner().invoke(_app(), [
+            "compare", "tiny-model", "--dataset", "demo", "-s", "adamw", "--seeds", "1,", "-o", str(out),
+            "--set", "use_cpu=true", "--no-plots", *flags])
+        assert result.exit_code == 0, result.output
+        assert (out / "adamw" / "seed-1" / "checkpoint-2").is_dir() is kept
+
+
 def test_runs_use_the_defaults_of_train(tmp_path):
     from ko_hf.preflight import RUN_DEFAULTS
 
@@ -330,23 +379,15 @@ def test_runs_use_the_defaults_of_train(tmp_path):
 
 
 def test_comparison_folder_in_use_stops_at_once(tmp_path):
-    import socket
-    import subprocess
-    import sys
+    from test_run_folder import holding_lock
 
     from ko_hf.finetune import FinetuneError
 
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        tmp_path.joinpath(".ko-finetune.lock").write_text(json.dumps({"pid": holder.pid,
-                                                                       "host": socket.gethostname()}))
+    with holding_lock(tmp_path) as pid:
         runner = FakeRunner()
-        with pytest.raises(FinetuneError, match=f"in use by another run: pid {holder.pid}"):
+        with pytest.raises(FinetuneError, match=f"in use by another run: pid {pid}"):
             run_comparison(BASE, tmp_path, ["adamw"], [1], runner=runner, parse=parse_config, plot=False)
         assert runner.calls == []
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_finished_run_with_another_config_is_not_reused(tmp_path):
@@ -676,7 +717,7 @@ def test_zero_step_resume_keeps_step_time_and_loss(tmp_path):
             "max_length": 16, "use_cpu": True, "max_steps": 3, "per_device_train_batch_size": 8,
             "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 3, "eval_strategy": "no",
             "report_to": "none", "disable_tqdm": True, "plots": False}
-    run_comparison(base, tmp_path / "cmp", ["hard"], [1])
+    run_comparison(base, tmp_path / "cmp", ["hard"], [1], keep_checkpoints=True)  # as if killed before pruning
     result = tmp_path / "cmp" / "hard" / "seed-1" / RESULT_FILE
     first = json.loads(result.read_text())
     result.unlink()

@@ -394,7 +394,7 @@ def test_unseen_eval_labels(tmp_path):
 
 
 def test_unknown_name_lists_known_names():
-    with pytest.raises(DatasetError, match="unknown dataset 'imbd'.*demo, imdb, snips"):
+    with pytest.raises(DatasetError, match="unknown dataset 'imbd'.*demo, imdb, mrpc, snips"):
         load_text_classification("imbd")
     with pytest.raises(DatasetError, match="unknown dataset recipe 'foo'"):
         load_text_classification("foo=/tmp")
@@ -516,3 +516,158 @@ def test_unseen_label_message_names_real_settings(tmp_path):
                                            r"drop_unseen_eval_labels=true\)") as err:
         load_text_classification(str(tmp_path / "u"))
     assert "--drop-unseen-eval-labels" not in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------------- sentence pairs
+
+
+def pair_rows(n_per_class=6):
+    """Premise / hypothesis pairs whose label depends on both sentences (an NLI-style toy task)."""
+    rows = []
+    for i in range(n_per_class):
+        rows.append({"premise": f"a cat sits {i}", "hypothesis": f"a cat sits {i}", "label": "entailment"})
+        rows.append({"premise": f"a dog runs {i}", "hypothesis": f"no dog runs {i}", "label": "contradiction"})
+    return rows
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_two_text_columns_are_a_sentence_pair(tmp_path, suffix):
+    path = write_table(tmp_path / f"nli{suffix}", pair_rows())
+    data = load_text_classification(str(path), text_column=["premise", "hypothesis"], validation_fraction=0.25)
+    assert data.text_columns == ("premise", "hypothesis")
+    for split in ("train", "validation"):
+        assert data.dataset[split].column_names == ["text", "text_pair", "label"]
+    first = data.dataset["train"][0]
+    assert (first["text"].split()[:3], first["text_pair"].split()[-3:-1]) in (
+        (["a", "cat", "sits"], ["cat", "sits"]), (["a", "dog", "runs"], ["dog", "runs"]))
+    pairs = {(r["premise"], r["hypothesis"]) for r in pair_rows()}
+    for split in ("train", "validation"):  # each pair stays together, in order
+        assert set(zip(column(data, split, "text"), column(data, split, "text_pair"))) <= pairs
+    assert data.label_names == ["contradiction", "entailment"]
+
+
+def test_one_text_column_keeps_the_single_text_schema(tmp_path):
+    path = write_table(tmp_path / "one.csv", make_rows(5))
+    data = load_text_classification(str(path))
+    assert data.text_columns == ("text",)
+    assert load_text_classification(str(path), text_column=["text"]).text_columns == ("text",)
+    check_schema(data, ("train", "validation"))
+
+
+def test_a_pair_row_missing_either_sentence_is_dropped(tmp_path):
+    rows = pair_rows() + [{"premise": "lonely premise", "hypothesis": None, "label": "entailment"}]
+    data = load_text_classification(str(write_table(tmp_path / "p.jsonl", rows)),
+                                    text_column=["premise", "hypothesis"], validation_fraction=0.25)
+    assert "lonely premise" not in column(data, "train", "text") + column(data, "validation", "text")
+
+
+@pytest.mark.parametrize("columns, message", [
+    (["premise", "hypothesis", "label2"], r"text_column takes one column, or two for a sentence pair.*3"),
+    (["premise", "premise"], r"the same column twice"),
+    ([], r"text_column takes one column, or two"),
+    (["premise", "nope"], r"text column 'nope' not found; columns found"),
+    (["premise", "label"], r"text and label column are the same \('label'\)"),
+])
+def test_bad_text_columns_are_errors(tmp_path, columns, message):
+    path = write_table(tmp_path / "p.csv", [{**r, "label2": r["label"]} for r in pair_rows()])
+    with pytest.raises(DatasetError, match=message):
+        load_text_classification(str(path), text_column=columns)
+
+
+def test_a_pair_recipe_reads_its_local_copy(tmp_path):
+    folder = tmp_path / "mrpc"
+    write_table(folder / "train.jsonl", [{"sentence1": r["premise"], "sentence2": r["hypothesis"], "idx": i,
+                                          "label": int(r["label"] == "entailment")}
+                                         for i, r in enumerate(pair_rows(8))])
+    write_table(folder / "validation.jsonl", [{"sentence1": "x y", "sentence2": "x y", "idx": 0, "label": 1},
+                                              {"sentence1": "x y", "sentence2": "z w", "idx": 1, "label": 0}])
+    write_table(folder / "test.jsonl", [{"sentence1": "q", "sentence2": "q", "idx": 0, "label": 1},
+                                        {"sentence1": "q", "sentence2": "r", "idx": 1, "label": 0}])
+    recipe = DATASET_RECIPES["mrpc"]
+    assert recipe.hub_id and recipe.text_column == ("sentence1", "sentence2")
+    data = load_text_classification(f"mrpc={folder}")
+    assert data.name == "mrpc" and data.text_columns == ("sentence1", "sentence2")
+    assert data.label_names == list(recipe.label_names) and data.citation == recipe.citation
+    # GLUE's validation split is the held-out test (its test labels are hidden); validation is carved from train
+    assert len(data.dataset["train"]) + len(data.dataset["validation"]) == 16
+    assert data.dataset["test"][1] == {"text": "x y", "text_pair": "z w", "label": 0}
+    assert "q" not in column(data, "test", "text")
+    renamed = tmp_path / "renamed.jsonl"
+    write_table(renamed, [{"a": r["premise"], "b": r["hypothesis"], "label": r["label"]} for r in pair_rows()])
+    with pytest.raises(DatasetError, match=r"sentence pair \('sentence1', 'sentence2'\).*--text-column A "
+                                           r"--text-column B"):
+        load_text_classification(f"mrpc={renamed}")
+
+
+# --------------------------------------------------------------------------------------------------- subsets, patterns
+
+
+def test_a_train_subset_of_one_class_is_an_error_naming_what_works(tmp_path):
+    path = write_table(tmp_path / "three.csv", make_rows(8, labels=("a", "b", "c")))
+    with pytest.raises(DatasetError, match=r"max_train_samples=1 leaves a train split of a single class "
+                                           r"\('\w'\).*use max_train_samples=3 or more \(every one of the 3 "
+                                           r"classes"):
+        load_text_classification(str(path), max_train_samples=1)
+    assert load_text_classification(str(path), max_train_samples=3).dataset["train"].unique("label") == [0, 1, 2]
+
+
+def test_a_file_name_with_glob_characters_is_read_literally(tmp_path):
+    folder = tmp_path / "d"
+    literal = write_table(folder / "ds[a].csv", make_rows(5, prefix="bracket"))
+    write_table(folder / "dsa.csv", make_rows(5, prefix="other"))
+    star = write_table(folder / "ds*.csv", make_rows(4, prefix="star"))
+    texts = lambda data: column(data, "train", "text") + column(data, "validation", "text")  # noqa: E731
+    assert {t.split()[0] for t in texts(load_text_classification(str(literal)))} == {"bracket"}
+    assert {t.split()[0] for t in texts(load_text_classification(str(star)))} == {"star"}
+
+
+def test_a_glob_pattern_reads_every_file_it_matches(tmp_path):
+    folder = tmp_path / "parts"
+    write_table(folder / "part1.csv", make_rows(4, prefix="one"))
+    write_table(folder / "part2.csv", make_rows(4, prefix="two"))
+    write_table(folder / "other.jsonl", make_rows(4, prefix="nope"))
+    data = load_text_classification(str(folder / "part*.csv"))
+    texts = column(data, "train", "text") + column(data, "validation", "text")
+    assert len(texts) == 16 and {t.split()[0] for t in texts} == {"one", "two"}
+    assert data.source == str(folder / "part*.csv")
+    split_files = tmp_path / "splits"
+    write_table(split_files / "my_train.csv", make_rows(4))
+    write_table(split_files / "my_test.csv", make_rows(2))
+    assert list(load_text_classification(str(split_files / "my_*.csv")).dataset) == ["train", "validation", "test"]
+    with pytest.raises(DatasetError, match=r"dataset path does not exist.*no file matches it as a pattern"):
+        load_text_classification(str(folder / "nothing*.csv"))
+
+
+# --------------------------------------------------------------------------------------------------- broken CSV
+
+
+@pytest.mark.parametrize("text, line, what", [
+    ('text,label\nhello,a\n"unterminated quote,b\nfoo,a\nbar,b\n', 3, "never closed"),
+    ('text,label\nhello,a\n"quoted" then more,b\nfoo,a\n', 3, "expected after"),
+    ('text,label\nhello,a\nfoo,b,extra\nbar,a\n', 3, "3 field(s) where the header (line 1) has 2"),
+    ('text,label\nhello,a\nno label here\nbar,b\n', 3, "1 field(s) where the header (line 1) has 2"),
+    ('text,label\nhello world,a\n"stray quote,a\nfoo,b\nbar,a\nbaz",z\n', 3, "lines that read as rows"),
+])
+def test_a_csv_that_does_not_parse_cleanly_names_the_file_and_line(tmp_path, text, line, what):
+    path = tmp_path / "ragged.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DatasetError) as err:
+        load_text_classification(str(path))
+    message = str(err.value)
+    assert f"{path}, line {line}:" in message and what in message, message
+    assert "single label" not in message
+
+
+def test_a_tsv_is_checked_with_its_own_delimiter(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text("text\tlabel\nhello, world\ta\nfoo\tb\tc\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"t\.tsv, line 3: 3 field\(s\)"):
+        load_text_classification(str(path))
+
+
+def test_a_quoted_field_over_several_lines_is_still_read(tmp_path):
+    path = tmp_path / "multi.csv"
+    rows = [f'"review {i}, part one\nand part two",{"pos" if i % 2 else "neg"}' for i in range(8)]
+    path.write_text("text,label\n" + "\n".join(rows) + "\n\n", encoding="utf-8")
+    data = load_text_classification(str(path))
+    assert "review 0, part one\nand part two" in column(data, "train", "text") + column(data, "validation", "text")

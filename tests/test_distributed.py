@@ -42,13 +42,32 @@ def test_torchrun_two_ranks_stay_identical_with_adamw(tmp_path):
     torchrun(tmp_path / "ddp", "adamw_torch", tmp_path)
 
 
-def test_torchrun_equals_one_process_over_the_same_global_batches(tmp_path):
+@pytest.fixture(scope="module")
+def sgd_runs(tmp_path_factory):
+    """The same 4 SGD steps over the same global batches of 8: torchrun with 2 processes of 4, and one process of 8
+    (both at transformers' default average_tokens_across_devices)."""
+    tmp_path = tmp_path_factory.mktemp("sgd")
+    ranks = torchrun(tmp_path / "ddp", "sgd", tmp_path)
+    run([sys.executable, str(SCRIPT), str(tmp_path / "single"), "8", "sgd"], tmp_path)
+    losses = {name: json.loads((tmp_path / name / "rank0.json").read_text())["losses"] for name in ("ddp", "single")}
+    return ranks, torch.load(tmp_path / "single" / "rank0.pt"), losses
+
+
+def test_torchrun_first_step_loss_equals_one_process(sgd_runs):
+    """transformers 5 multiplies the loss of a model whose forward takes **kwargs by the world size (expecting a sum
+    over tokens); a classification loss is a batch mean, so the loss and the gradient came out doubled (first-step
+    loss 3.2124 with 2 processes against 1.6062 with 1). KOTrainer keeps them at one process's scale."""
+    losses = sgd_runs[2]
+    assert len(losses["ddp"]) == len(losses["single"]) == 4
+    assert losses["ddp"][0] == pytest.approx(losses["single"][0], rel=1e-5), losses
+    assert losses["ddp"] == pytest.approx(losses["single"], rel=1e-4), losses
+
+
+def test_torchrun_equals_one_process_over_the_same_global_batches(sgd_runs):
     """Holds up to float rounding with SGD: the two runs differ only in how the all-reduce sums the gradient, so
     they stay within 1 % of how far training moved each weight. (With AdamW it holds only roughly: Adam divides
     by sqrt(v) + eps, which turns last-bit differences in near-zero gradient entries into visible ones.)"""
-    ranks = torchrun(tmp_path / "ddp", "sgd", tmp_path)
-    run([sys.executable, str(SCRIPT), str(tmp_path / "single"), "8", "sgd"], tmp_path)
-    alone = torch.load(tmp_path / "single" / "rank0.pt")
+    ranks, alone, _ = sgd_runs
     initial = tiny_bert(dropout=0.0).state_dict()
     for key in ranks:
         moved = (alone[key] - initial[key]).abs().max()

@@ -302,3 +302,65 @@ def test_non_finite_weights_are_an_error_naming_the_tensor(csv_data, tmp_path):
     weights[name][0, 0] = float("nan")
     save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
     _fails(tmp_path, model, csv_data, match=rf"non-finite weights \(NaN or inf\) in bert\.{re.escape(name)}:")
+
+
+def test_an_encoder_weight_of_the_wrong_shape_is_an_error_naming_it(csv_data, tmp_path):
+    model = save_tiny_model(tmp_path / "wrong-shape")
+    config = json.loads((model / "config.json").read_text())
+    config["intermediate_size"] = 40  # the weight files hold 37: re-initialising them would go unnoticed
+    (model / "config.json").write_text(json.dumps(config))
+    _fails(tmp_path, model, csv_data, match=r"weight bert\.encoder\.layer\.0\.intermediate\.dense\.bias has shape "
+                                            r"\[37\] in the checkpoint but .* needs \[40\] \(and 5 more weights\)")
+
+
+def test_a_classifier_with_another_number_of_labels_gets_a_new_head(csv_data, tmp_path):
+    from transformers import BertForSequenceClassification
+
+    base = save_tiny_model(tmp_path / "base")
+    five = tmp_path / "five-labels"
+    BertForSequenceClassification.from_pretrained(base, num_labels=5).save_pretrained(five)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (base / name).is_file():
+            (five / name).write_bytes((base / name).read_bytes())
+    result = finetune(*parse_config(make_config(five, csv_data, tmp_path / "out", max_steps=1)))
+    assert head_weight(result.output_dir).shape[0] == len(CLASS_WORDS)
+
+
+@pytest.mark.parametrize("change", [{"num_train_epochs": 0}, {"num_train_epochs": -3}, {"max_steps": 0}])
+def test_no_training_steps_from_python_is_the_error_the_command_line_gives(tiny_model_dir, csv_data, tmp_path,
+                                                                           change):
+    args = KOTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none",
+                               save_strategy="no", **change)
+    options = FinetuneOptions(model_name_or_path=str(tiny_model_dir), dataset=str(csv_data), plots=False)
+    key, value = next(iter(change.items()))
+    with pytest.raises(FinetuneError, match=rf"{key}={value} is invalid"):
+        finetune(options, args)
+    assert not (tmp_path / "out").exists()  # the untrained model was saved with train_loss 0.0
+
+
+def test_a_full_disk_while_saving_is_one_clear_error(tiny_model_dir, csv_data, tmp_path, monkeypatch):
+    import errno
+
+    real_dump, real_dumps = json.dump, json.dumps
+
+    def full(obj):
+        if isinstance(obj, dict) and "train_loss" in obj:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", lambda obj, *a, **k: full(obj) or real_dump(obj, *a, **k))
+    monkeypatch.setattr(json, "dumps", lambda obj, *a, **k: full(obj) or real_dumps(obj, *a, **k))
+    out = tmp_path / "out"
+    with pytest.raises(FinetuneError, match=f"cannot write into output_dir {out}: No space left on device.*"
+                                            "--resume-from-checkpoint last"):
+        finetune(*parse_config(make_config(tiny_model_dir, csv_data, out, max_steps=2)))
+    assert not (out / "train_results.json").exists()  # was left empty
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_config_file_that_is_not_utf8_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(b"dataset: imdb\nmodel_name_or_path: caf\xe9\n")
+    with pytest.raises(FinetuneError, match=rf"config file {re.escape(str(path))} is not UTF-8 text: byte 0xe9 at "
+                                            r"byte position 37 \(line 2: invalid continuation byte\); save it as "
+                                            "UTF-8"):
+        load_config_file(path)

@@ -73,3 +73,52 @@ def test_lora_adapter_with_head_reloads(tmp_path):
     inputs = {k: torch.tensor(batch[k]) for k in ("input_ids", "attention_mask")}
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).logits, trained(**inputs).logits)
+
+
+def saved_peft_classifier(tmp_path, num_labels=3, id2label=None):
+    """``trainer.save_model()`` of a KOTrainer run on a PEFT classifier whose base is a local folder: what PEFT
+    itself writes (adapter config and weights with the head), nothing of ko-finetune's."""
+    from transformers import AutoModelForSequenceClassification
+
+    base = tmp_path / "base"
+    tiny_bert().bert.save_pretrained(base)
+    labels = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}} if id2label else {}
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=num_labels, **labels)
+    torch.manual_seed(100)
+    model = peft.get_peft_model(model, peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
+    trainer = KOTrainer(model=model, args=lora_args(tmp_path / "out"),
+                        train_dataset=tiny_dataset(num_labels=num_labels))
+    trainer.train()
+    trainer.save_model()
+    return tmp_path / "out", trainer.model.eval()
+
+
+def logits(model):
+    batch = tiny_dataset(n=4)[:4]
+    with torch.no_grad():
+        return model(**{k: torch.tensor(batch[k]) for k in ("input_ids", "attention_mask")}).logits
+
+
+def test_any_saved_peft_classifier_reloads(tmp_path, capfd):
+    """trainer.save_model() writes no head_config.json: load_lora_classifier reads the number of labels from the
+    saved head, through peft's AutoPeftModelForSequenceClassification, without transformers' LOAD REPORT."""
+    from ko_hf.lora import HEAD_CONFIG_NAME, load_lora_classifier
+
+    out, trained = saved_peft_classifier(tmp_path)
+    assert not (out / HEAD_CONFIG_NAME).exists()
+    capfd.readouterr()
+    reloaded = load_lora_classifier(out).eval()
+    assert isinstance(reloaded, peft.PeftModelForSequenceClassification)
+    assert reloaded.config.num_labels == 3
+    torch.testing.assert_close(logits(reloaded), logits(trained))
+    assert "LOAD REPORT" not in capfd.readouterr().err
+    named = load_lora_classifier(out, id2label={0: "x", 1: "y", 2: "z"}).eval()  # names given by the caller
+    assert named.config.id2label == {0: "x", 1: "y", 2: "z"}
+    torch.testing.assert_close(logits(named), logits(trained))
+
+
+def test_a_two_label_peft_classifier_reloads_with_its_base_labels(tmp_path):
+    from ko_hf.lora import load_lora_classifier
+
+    out, trained = saved_peft_classifier(tmp_path, num_labels=2)
+    torch.testing.assert_close(logits(load_lora_classifier(out).eval()), logits(trained))

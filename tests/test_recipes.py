@@ -62,7 +62,21 @@ def test_recipe_parses_into_the_real_arguments(path):
     assert args.warmup_steps == 0.06 and args.bf16
     assert args.eval_strategy == "epoch" and args.save_strategy == "epoch" and args.load_best_model_at_end
     assert args.metric_for_best_model == "accuracy" and args.report_to == []
-    assert args.output_dir == f"runs/table3/{model}/{cell}"
+    assert "output_dir" not in mapping  # named after the model, data set and collision run (below)
+
+
+@pytest.mark.parametrize("flags, folder", [
+    ({}, "ko-output/bert-base-cased-snips-hard"),
+    ({"model_name_or_path": "roberta-base"}, "ko-output/roberta-base-snips-hard"),
+    ({"model_name_or_path": "roberta-base", "dataset": "imdb=/data/aclImdb", "collision": "soft"},
+     "ko-output/roberta-base-imdb-soft"),
+    ({"output_dir": "runs/mine"}, "runs/mine"),
+])
+def test_a_recipe_run_writes_where_its_model_and_data_say(flags, folder):
+    from ko_hf_cli.main import build_config
+
+    mapping = build_config(RECIPES / "table3" / "bert-base-cased" / "snips-hard.yaml", flags)
+    assert mapping["output_dir"] == folder
 
 
 def test_a_typo_in_a_recipe_fails(tmp_path):

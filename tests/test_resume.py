@@ -187,7 +187,11 @@ def test_resumed_run_with_ratio_logging_steps_does_not_warn(tiny_model_dir, csv_
     finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-6"))
     assert "do not match" not in transformers_logs.text and "0.5 (from args)" not in transformers_logs.text
     transformers_logs.clear()
-    finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-6", logging_steps=2))
+    with pytest.raises(FinetuneError, match=re.escape("logging_steps: checkpoint 0.5, arguments 2")):
+        finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-6", logging_steps=2))
+    prepared = prepare_finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-6"))
+    prepared.args.logging_steps = 2  # KOTrainer alone (no record of the run to refuse it): transformers warns
+    run_prepared(prepared)
     assert "logging_steps: 2 (from args) != 3" in transformers_logs.text  # a real change still warns
 
 
@@ -204,3 +208,106 @@ def test_checkpoint_of_ko_hf_0_1_resumes(tiny_model_dir, csv_data, finished_run,
     result = finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-3"))
     saved = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())["stateful_callbacks"]
     assert {"StepTimerCallback", "KOModelCardCallback"} <= set(saved) and result.median_step_time > 0
+
+
+# --------------------------------------------------------------------------------------------------- the run's settings
+
+
+def test_a_resumed_mapping_takes_what_it_does_not_give_from_the_checkpoints_run(finished_run, tmp_path):
+    out = copy_run(finished_run, tmp_path)
+    _, args = parse_config({"model_name_or_path": "m", "dataset": "demo", "output_dir": str(out),
+                            "resume_from_checkpoint": "last", "use_cpu": True})
+    assert (args.max_steps, args.save_steps, args.logging_steps) == (6, 3, 0.5)  # not -1, 500, 500
+    assert (args.collision, args.coll_coef, args.learning_rate, args.seed) == ("hard", 0.5, 5e-3, 3)
+    _, given = parse_config({"model_name_or_path": "m", "dataset": "demo", "output_dir": str(out),
+                             "resume_from_checkpoint": "last", "use_cpu": True, "max_steps": 9})
+    assert given.max_steps == 9  # what is given stays given (and is checked against the run before training)
+
+
+def test_resume_with_other_data_or_schedule_is_an_error_naming_each(tiny_model_dir, csv_data, finished_run,
+                                                                    tmp_path):
+    out = copy_run(finished_run, tmp_path)
+    options, args = resume_config(tiny_model_dir, csv_data, out, "last", max_steps=12, max_train_samples=9,
+                                  learning_rate=1e-3)
+    with pytest.raises(FinetuneError, match=r"learning_rate: checkpoint 0.005, arguments 0.001; max_steps: "
+                                            r"checkpoint 6, arguments 12; max_train_samples: checkpoint None, "
+                                            r"arguments 9\).*extend_run=true") as err:
+        finetune(options, args)
+    assert "collision" not in str(err.value)
+    assert head_weight(out).equal(head_weight(finished_run))
+
+
+def test_extend_run_trains_a_finished_run_further(tiny_model_dir, csv_data, finished_run, tmp_path):
+    out = copy_run(finished_run, tmp_path)
+    with pytest.raises(FinetuneError, match="extend_run: the checkpoint's run stops at max_steps=6; give a larger"):
+        finetune(*resume_config(tiny_model_dir, csv_data, out, "last", extend_run=True))
+    with pytest.raises(FinetuneError, match="max_steps: checkpoint 6, arguments 4"):  # shorter is no extension
+        finetune(*resume_config(tiny_model_dir, csv_data, out, "last", max_steps=4, extend_run=True))
+    prepared = prepare_finetune(*resume_config(tiny_model_dir, csv_data, out, "last", max_steps=9, extend_run=True))
+    run_prepared(prepared)
+    assert prepared.trainer.state.global_step == 9 and prepared.trainer.resume_report.resumed_at_step == 6
+    _, args = parse_config(make_config(tiny_model_dir, csv_data, out, resume_from_checkpoint="last"))
+    assert args.max_steps == 9  # the record says the extended length now
+
+
+def test_resuming_the_last_checkpoint_of_a_finished_run_takes_no_step(tiny_model_dir, csv_data, tmp_path):
+    """22 training rows in batches of 8: 3 steps an epoch, so step 4 ends inside the second epoch (transformers
+    would take a 5th step there before it checks the count)."""
+    run = {**RUN, "max_steps": 4, "save_steps": 2}
+    out = tmp_path / "four"
+    finetune(*parse_config(make_config(tiny_model_dir, csv_data, out, **run)))
+    finished = head_weight(out).clone()
+    prepared = prepare_finetune(*parse_config(make_config(tiny_model_dir, csv_data, out, **run,
+                                                          resume_from_checkpoint=str(out / "checkpoint-4"))))
+    result = run_prepared(prepared)
+    assert prepared.trainer.state.global_step == 4  # was 5 of 4
+    report = prepared.trainer.resume_report
+    assert report.finished_before_resume and report.resumed_at_step == 4 and not report.restarted
+    assert head_weight(out).equal(finished)
+    assert result.train_metrics["train_loss"] > 0 and not result.diverged
+
+
+def test_incomplete_resume_still_checks_the_collision_settings(tiny_model_dir, csv_data, finished_run, tmp_path):
+    out = copy_run(finished_run, tmp_path)
+    (out / "checkpoint-3" / "optimizer.pt").unlink()  # the param groups that carried the settings are gone
+    with pytest.raises(FinetuneError, match=re.escape("coll_coef: checkpoint 0.5, arguments 0.3")):
+        finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-3", coll_coef=0.3,
+                                resume_incomplete_checkpoint=True))
+    # KOTrainer itself reads them from the run's record when the optimizer state is missing
+    prepared = prepare_finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-3",
+                                               resume_incomplete_checkpoint=True))
+    prepared.args.coll_coef = 0.3
+    with pytest.raises(FinetuneError, match=re.escape("coll_coef: checkpoint 0.5, arguments 0.3")):
+        prepared.trainer.resolve_resume_checkpoint(str(out / "checkpoint-3"))
+    prepared.args.coll_coef = 0.5
+    run_prepared(prepared)
+    assert prepared.trainer.resume_report.restarted_parts == ["the optimizer moments and the collision step counter"]
+
+
+def test_checkpoint_without_rng_state_is_incomplete(tiny_model_dir, csv_data, finished_run, tmp_path,
+                                                    transformers_logs):
+    out = copy_run(finished_run, tmp_path)
+    (out / "checkpoint-3" / "rng_state.pth").unlink()
+    with pytest.raises(FinetuneError, match=r"no rng_state.pth: resuming would silently restart the random number"):
+        finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-3"))
+    prepared = prepare_finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-3",
+                                               resume_incomplete_checkpoint=True))
+    run_prepared(prepared)
+    assert prepared.trainer.resume_report.missing == ["rng_state.pth"]
+    assert "without rng_state.pth: the random number generators" in transformers_logs.text
+
+
+@pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng_state.pth"])
+def test_state_file_that_is_not_a_weights_only_pickle_is_broken(tiny_model_dir, csv_data, finished_run, tmp_path,
+                                                                  transformers_logs, name):
+    import datetime
+
+    out = copy_run(finished_run, tmp_path)
+    torch.save({"state": datetime.date(2025, 1, 1)}, out / "checkpoint-6" / name)  # unpickling would build it
+    with pytest.raises(FinetuneError, match=rf"cannot resume from .*checkpoint-6: {re.escape(name)} \(holds pickled "
+                                            "objects other than tensors"):
+        finetune(*resume_config(tiny_model_dir, csv_data, out, out / "checkpoint-6"))
+    prepared = prepare_finetune(*resume_config(tiny_model_dir, csv_data, out, "last"))
+    assert prepared.resume_from_checkpoint == str(out / "checkpoint-3")  # "last" skips it, naming the file
+    assert f"skipping checkpoint {out / 'checkpoint-6'}: {name} (holds pickled objects" in transformers_logs.text
+    prepared.lock.release()

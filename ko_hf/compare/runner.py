@@ -2,13 +2,16 @@
 into ``<output_dir>/<setting>/seed-<s>/``, then the report of what has finished.
 
 A run is finished when its ``ko_result.json`` exists; a rerun skips it (after checking it ran with the same config
-and the same resolved KO settings), and an unfinished run with checkpoints resumes from its last complete one.
+and the same resolved KO settings), and an unfinished run with checkpoints resumes from its last complete one. A
+finished run keeps its final model, metrics, logs and model card; its checkpoints (optimizer state included: about
+three times the model's size each) are deleted once its record is written, unless ``keep_checkpoints``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +41,8 @@ from .settings import (
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["RESULT_FILE", "collect_records", "finish_comparison", "run_comparison", "run_config"]
+__all__ = ["RESULT_FILE", "collect_records", "finish_comparison", "prune_checkpoints", "run_comparison",
+           "run_config"]
 
 RESULT_FILE = "ko_result.json"
 
@@ -126,6 +130,7 @@ def _result_record(result: Any, setting: CollisionSetting, seed: int, config: Ma
         "head_layers": getattr(result, "head_layers", None) or {},
         "final_ko_metrics": _final_ko_metrics(log_history),
         "log_history": log_history,
+        "diverged": bool(getattr(result, "diverged", False)),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
 
@@ -142,6 +147,7 @@ def run_comparison(
     plot: bool = True,
     progress: Callable[[str], None] | None = None,
     defaults: Mapping[str, Any] | None = None,
+    keep_checkpoints: bool = False,
 ) -> Comparison:
     """Train every (setting, seed) not finished yet, then write ``comparison.md`` / ``.json`` (and the figure).
 
@@ -156,7 +162,8 @@ def run_comparison(
     ``defaults`` (default: :data:`ko_hf.preflight.RUN_DEFAULTS`, those of ``ko-finetune train``) fill in the keys
     a run's config does not set; they do not change results, so they are not part of its recorded config. With the
     default runner, ``progress`` also gets a few progress lines per run (step, ETA). The output folder is locked
-    for the comparison (:func:`ko_hf.run_folder.lock_run_folder`).
+    for the comparison (:func:`ko_hf.run_folder.lock_run_folder`). A run's checkpoints are deleted once it has
+    finished (its record written), unless ``keep_checkpoints``; an unfinished run keeps them, to resume.
     """
     default_runner = runner is None
     runner = runner or finetune_module.finetune  # looked up now: a replaced ko_hf.finetune.finetune is used
@@ -167,7 +174,8 @@ def run_comparison(
     lock = lock_run_folder(root) if is_main_process() else None
     try:
         return _run_all(base_config, root, settings, seeds, runner=runner, parse=parse, confidence=confidence,
-                        plot=plot, say=say, defaults=defaults, progress=progress if default_runner else None)
+                        plot=plot, say=say, defaults=defaults, progress=progress if default_runner else None,
+                        keep_checkpoints=keep_checkpoints)
     finally:
         if lock is not None:
             lock.release()
@@ -215,7 +223,7 @@ def _check_finished(result_path: Path, config: Mapping[str, Any], parsed: Any) -
 def _run_all(base_config: Mapping[str, Any], root: Path, settings: Sequence[str | CollisionSetting],
              seeds: Sequence[int], *, runner: Callable[..., Any], parse: Callable[[dict], tuple[Any, Any]],
              confidence: float, plot: bool, say: Callable[[str], None], defaults: Mapping[str, Any],
-             progress: Callable[[str], None] | None) -> Comparison:
+             progress: Callable[[str], None] | None, keep_checkpoints: bool) -> Comparison:
     chosen = unique_settings([s if isinstance(s, CollisionSetting) else parse_setting(s) for s in settings])
     seeds = unique_seeds([int(s) for s in seeds], seeds)
     plan = _plan(base_config, root, chosen, seeds, parse, defaults)
@@ -244,6 +252,8 @@ def _run_all(base_config: Mapping[str, Any], root: Path, settings: Sequence[str 
         if getattr(result, "is_world_process_zero", True) and is_main_process():
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(result_path, _result_record(result, setting, seed, config, args))
+            if not keep_checkpoints:
+                prune_checkpoints(run_dir)
 
     if not is_main_process():  # other ranks of a distributed launch trained along; rank 0 writes the files
         return summarize([], [s.name for s in chosen], confidence=confidence)
@@ -271,6 +281,15 @@ def finish_comparison(base_config: Mapping[str, Any], output_dir: str | os.PathL
         comparison.figure_note = "not drawn (plots disabled)"
     write_comparison(comparison, root)
     return comparison
+
+
+def prune_checkpoints(run_dir: str | os.PathLike) -> list[str]:
+    """Delete the ``checkpoint-<step>`` folders of a finished run (what a resume would need, nothing of its result);
+    returns their names."""
+    pruned = sorted(p.name for p in Path(run_dir).iterdir() if p.is_dir() and CHECKPOINT_DIR.match(p.name))
+    for name in pruned:
+        shutil.rmtree(Path(run_dir) / name)
+    return pruned
 
 
 def _resume_point(run_dir: Path, config: Mapping[str, Any]) -> tuple[str | None, str | None]:

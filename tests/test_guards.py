@@ -106,3 +106,78 @@ def test_the_guard_reads_the_device_after_the_first_step_and_once_per_window(mon
     optimizer.guard_window = None
     run_steps(optimizer, param, grad, 10)
     assert checked == [1, 5, 10]
+
+
+# ------------------------------------------------------------------ through KOTrainer: the log, the summary, the card
+
+
+def distilbert_with_a_condensed_384_layer(seed=0):
+    """A tiny DistilBERT (dim 384) whose 384×384 pre_classifier has condensed: its rows nearly parallel, as a wide
+    hidden layer of a head gets after training."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = DistilBertConfig(vocab_size=50, dim=384, n_layers=1, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=64, num_labels=3)
+    model = DistilBertForSequenceClassification(config)
+    with torch.no_grad():
+        direction = torch.randn(384) * 0.05
+        model.pre_classifier.weight.copy_(direction + 0.005 * torch.randn(384, 384))
+    return model
+
+
+def test_paper_soft_form_on_a_384_layer_is_in_the_log_the_summary_and_the_card(tmp_path, warnings_logged):
+    from ko_hf import KOTrainer, KOTrainingArguments
+
+    from tiny import tiny_dataset
+
+    args = KOTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=3,
+                               per_device_train_batch_size=4, learning_rate=1e-4, save_strategy="no",
+                               collision="soft", coll_coef=0.5, collision_form="paper",
+                               collision_targets=["pre_classifier"])
+    trainer = KOTrainer(model=distilbert_with_a_condensed_384_layer(), args=args, train_dataset=tiny_dataset(n=12))
+    trainer.train()
+    (message,) = [w for w in trainer.collision_warnings if "reverses the gradient" in w]
+    assert "'pre_classifier.weight' (384×384)" in message and "collision_form='bounded'" in message
+    assert warnings_logged.text.count("reverses the gradient of 'pre_classifier.weight'") == 1
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "reverses the gradient of" in card and "pre_classifier.weight" in card
+    bounded = KOTrainer(model=distilbert_with_a_condensed_384_layer(), train_dataset=tiny_dataset(n=12),
+                        args=KOTrainingArguments(**{**args.to_dict(), "collision_form": "bounded",
+                                                    "output_dir": str(tmp_path / "bounded")}))
+    bounded.train()
+    assert bounded.collision_warnings == []
+
+
+def test_a_one_row_head_is_in_the_log_and_the_card(tmp_path, warnings_logged):
+    from datasets import Dataset
+
+    from ko_hf import KOTrainer, KOTrainingArguments
+
+    from tiny import tiny_bert, tiny_dataset
+
+    data = tiny_dataset(n=8).to_dict()
+    data["labels"] = [float(label) for label in data["labels"]]  # a regression head: one output neuron
+    args = KOTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=2,
+                               per_device_train_batch_size=4, save_strategy="no", collision="hard")
+    trainer = KOTrainer(model=tiny_bert(num_labels=1), args=args, train_dataset=Dataset.from_dict(data))
+    trainer.train()
+    (message,) = trainer.collision_warnings
+    assert "cannot act on 'classifier.weight' (1×32)" in message and "regression or reward head" in message
+    assert "cannot act on 'classifier.weight'" in warnings_logged.text
+    trainer.create_model_card()
+    assert "cannot act on" in (tmp_path / "README.md").read_text(encoding="utf-8")
+
+
+def test_ko_finetune_prints_the_warnings_in_its_summary(tiny_model_dir, tmp_path):
+    from test_cli import run
+
+    rows = ["text,label"] + [f"{'good' if i % 2 else 'bad'} words number {i},{'pos' if i % 2 else 'neg'}"
+                             for i in range(24)]
+    (tmp_path / "two.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = run(tiny_model_dir, "--dataset", tmp_path / "two.csv", "-o", tmp_path / "out", "--collision", "hard",
+                 "--max-steps", "2", "--batch-size", "4", "--max-length", "16", "--no-plots")
+    assert result.exit_code == 0, result.output
+    summary = " ".join(result.output.split())
+    assert "Warning: hard collision on 'classifier.weight' (2×32), a two-class head" in summary

@@ -74,3 +74,34 @@ def test_a_0_1_group_that_relied_on_defaults_would_train_differently_under_today
     optimizer.load_state_dict(modern)
     recorded_cases.train(model, optimizer, recorded_cases.batches(recorded_cases.STEPS_AFTER, offset=1))
     assert not all(torch.equal(model.state_dict()[k], v) for k, v in case["final"].items())
+
+
+def test_a_run_folder_of_0_2_resumes_with_the_settings_it_ran_with(tiny_model_dir, csv_data, tmp_path):
+    """ko-finetune 0.2 kept no run record and its groups had no collision_form: resuming such a folder without
+    naming the form continues with the paper's form it ran with, as the straight run did."""
+    import shutil
+
+    from test_cli import run
+    from test_finetune import head_weight
+
+    flags = ["--max-steps", "4", "--max-train-samples", "12", "--set", "save_steps=2", "--lr", "5e-3",
+             "--batch-size", "4", "--seed", "1", "--max-length", "32", "--no-plots", "--collision", "soft",
+             "--coll-coef", "0.9"]
+    out = tmp_path / "out"
+    assert run(tiny_model_dir, "--dataset", csv_data, "-o", out, *flags, "--form", "paper").exit_code == 0
+    old = tmp_path / "as-0.2-left-it"
+    shutil.copytree(out, old)
+    shutil.rmtree(old / "checkpoint-4")
+    (old / "ko_run.json").unlink()
+    optimizer_file = old / "checkpoint-2" / "optimizer.pt"
+    state = torch.load(optimizer_file, weights_only=True)
+    for group in state["param_groups"]:
+        group.pop("collision_form", None)
+        group.pop("ko_hf_defaults", None)
+    torch.save(state, optimizer_file)
+    resumed = run(tiny_model_dir, "--dataset", csv_data, "-o", old, "--resume-from-checkpoint", "last", *flags)
+    assert resumed.exit_code == 0, resumed.output
+    torch.testing.assert_close(head_weight(old), head_weight(out), rtol=0, atol=0)
+    bounded = run(tiny_model_dir, "--dataset", csv_data, "-o", old, "--resume-from-checkpoint",
+                  str(old / "checkpoint-2"), *flags, "--form", "bounded")
+    assert bounded.exit_code != 0 and "collision_form: checkpoint 'paper', arguments 'bounded'" in bounded.output

@@ -716,7 +716,7 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
 
     tokenized = _tokenize(data, tokenizer, options.max_length)
     timer = StepTimerCallback()
-    extra = [timer, *_card_callbacks(options, callbacks)]
+    extra = [timer, *_card_callbacks(options, callbacks, reproduce_command)]
     if progress is not None:
         extra.append(StepProgressCallback(progress, progress_label or Path(args.output_dir).name))
     trainer = KOTrainer(
@@ -755,11 +755,12 @@ def _tokenize(data: TextClassificationData, tokenizer, max_length: int):
     return data.dataset.map(tokenize, batched=True, remove_columns=texts, desc="Tokenizing")
 
 
-def _card_callbacks(options: FinetuneOptions, callbacks: list | None) -> list:
-    """The user's callbacks, plus a model-card callback that knows ``options.plots`` (unless one is given)."""
+def _card_callbacks(options: FinetuneOptions, callbacks: list | None, command: str | None = None) -> list:
+    """The user's callbacks, plus a model-card callback that knows ``options.plots`` and the command that started
+    the run (kept in every checkpoint, so a resumed run's card shows it), unless one is given."""
     callbacks = list(callbacks or [])
     if not any(isinstance(c, KOModelCardCallback) for c in callbacks):
-        callbacks.append(KOModelCardCallback(plots=options.plots))
+        callbacks.append(KOModelCardCallback(plots=options.plots, command=command))
     return callbacks
 
 

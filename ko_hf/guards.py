@@ -63,17 +63,18 @@ def inert_target_warning(name: str, shape: Sequence[int], collision: str) -> str
 
 
 def _reversed_advice(settings: Mapping[str, Any], rows: int) -> str:
-    if settings.get("collision_form") == "paper" and rows != 2:
-        return ("Use collision_form='bounded' (the default), which caps each neuron's change at coll_coef times its "
-                "own gradient, or lower coll_coef")
-    if settings.get("collision") == "soft":
-        return "Lower coll_coef"
-    if rows == 2:
+    if settings.get("collision") == "hard" and rows == 2:
         return ("A 2-row head has one pair, which collides at almost any coll_coef, so lowering it does not help: add "
                 "the pooler (collision_targets=['head', 'pooler']) or train this head without collisions")
-    if settings.get("collision_pairing") == "all":
-        return "Use collision_pairing='dsmc' (the default), which collides each neuron at most once, or lower coll_coef"
-    return "Lower coll_coef"
+    fixes = []
+    if settings.get("collision_form") == "paper":
+        fixes.append("collision_form='bounded'")
+    if settings.get("collision") == "hard" and settings.get("collision_pairing") == "all":
+        fixes.append("collision_pairing='dsmc'")
+    if not fixes:
+        return "Lower coll_coef"
+    return (f"Use {' and '.join(fixes)} (the defaults: each neuron's change capped at coll_coef times its own "
+            "gradient, each neuron collided at most once), or lower coll_coef")
 
 
 def reversed_gradient_warning(name: str, shape: Sequence[int], settings: Mapping[str, Any], cosine: float,

@@ -93,11 +93,14 @@ class GradientRecorder:
 
 
 def expected_gradient(group, index, weight, grad):
+    bounded = group["collision_form"] == "bounded"
     if group["collision"] == "soft":
-        return soft_collision(weight, grad, group["coll_coef"], include_self=group["collision_include_self"])
+        return soft_collision(weight, grad, group["coll_coef"], include_self=group["collision_include_self"],
+                              bounded=bounded)
     seed = collision_generator_seed(group["collision_seed"], group["collision_step"], index)
     return hard_collision(weight, grad, group["coll_coef"], generator=torch.Generator().manual_seed(seed),
-                          distance_scale=group["collision_distance_scale"], pairing=group["collision_pairing"])
+                          distance_scale=group["collision_distance_scale"], pairing=group["collision_pairing"],
+                          bounded=bounded)
 
 
 def check_recorded(recorder, steps):
@@ -223,7 +226,8 @@ def test_a_collision_that_reverses_the_gradient_is_warned_about_once(tmp_path, c
 
     hf_logging.enable_propagation()
     with caplog.at_level("WARNING"):
-        train(KOTrainer, ko_args(tmp_path, collision="hard", coll_coef=1.0, collision_pairing="all"))
+        train(KOTrainer, ko_args(tmp_path, collision="hard", coll_coef=1.0, collision_pairing="all",
+                                 collision_form="paper"))
     warnings = [r.getMessage() for r in caplog.records if "reverses the gradient" in r.getMessage()]
     assert len(warnings) == 1 and "'classifier.weight'" in warnings[0] and "collision_pairing='dsmc'" in warnings[0]
     caplog.clear()
@@ -241,7 +245,7 @@ def test_reversed_gradient_on_a_two_row_head_does_not_advise_a_lower_coef():
         (2, "dsmc", "collision_targets=['head', 'pooler']", "Lower coll_coef"),
         (2, "all", "collision_targets=['head', 'pooler']", "Lower coll_coef"),
         (3, "dsmc", "Lower coll_coef.", "pooler"),
-        (3, "all", "Use collision_pairing='dsmc' (the default)", "pooler"),
+        (3, "all", "Use collision_pairing='dsmc' (the defaults", "pooler"),
     ]:
         settings = group_settings({"collision": "hard", "collision_pairing": pairing})
         message = reversed_gradient_warning("classifier.weight", (rows, 32), settings, -0.07, 1, 1)

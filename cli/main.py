@@ -155,6 +155,8 @@ def print_run_summary(result: Any, title: str) -> None:
 
     console = Console()
     console.print(results_table(result, title))
+    for warning in getattr(result, "collision_warnings", None) or ():
+        console.print(Text(f"Warning: {warning}", style="yellow"), soft_wrap=True)
     for label, path in (("Model + tokenizer", result.output_dir), ("Metrics JSON", result.metrics_path),
                         ("Model card", result.card_path)):
         console.print(Text(f"{label}: {path or '-'}"), soft_wrap=True)
@@ -436,6 +438,9 @@ def demo(
                       _fmt(result.head_metrics.get("neuron_similarity")), f"{wall:.1f} s")
     console = Console()
     console.print(table)
+    for setting, _, result, _ in rows:
+        for warning in result.collision_warnings:
+            console.print(Text(f"Warning ({setting}): {warning}", style="yellow"), soft_wrap=True)
     console.print(Text(f"Models, metrics and model cards: {output_dir}/minilm-demo-{{{','.join(chosen)}}}"),
                   soft_wrap=True)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ko_hf.settings import COLLISION_TYPES, DEFAULT_COLL_COEF, ko_setting
+from ko_hf.settings import COLLISION_TYPES
 
 
 def build_model(args: argparse.Namespace) -> torch.nn.Module:
@@ -60,18 +60,13 @@ def shard(model: torch.nn.Module) -> None:
 
 
 def ko_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
-    """AdamW for everything, plus one flagged group per collision target (built after sharding)."""
-    from ko_hf import KOAdamW
-    from ko_hf.targets import collision_target_parameters
+    """AdamW with Trainer's weight-decay split, plus one flagged group per collision target (built after
+    sharding): ``ko_param_groups`` gives what KOTrainer would build."""
+    from ko_hf import KOAdamW, ko_param_groups
 
-    targets = collision_target_parameters(model, args.targets)
-    ids = {id(p) for p in targets.values()}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
-    for name, param in targets.items():
-        groups.append({"params": [param], "collision": args.collision, "coll_coef": args.coef,
-                       "collision_distance_scale": ko_setting("collision_distance_scale").default,
-                       "collision_seed": args.seed, "collision_names": [name]})
-    return KOAdamW(groups, lr=args.lr, weight_decay=0.01)
+    groups = ko_param_groups(model, args.collision, coll_coef=args.coef, collision_targets=args.targets,
+                             collision_seed=args.seed, weight_decay=0.01)
+    return KOAdamW(groups, lr=args.lr)
 
 
 def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -92,8 +87,8 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=12)
     parser.add_argument("--num-labels", type=int, default=3)
     parser.add_argument("--collision", default="hard", choices=COLLISION_TYPES)
-    parser.add_argument("--coef", type=float, default=DEFAULT_COLL_COEF["hard"],
-                        help="coll_coef (1.0: every pair collides)")
+    parser.add_argument("--coef", type=float, default=None,
+                        help="coll_coef (default: the collision type's; 1.0: every pair collides)")
     parser.add_argument("--targets", nargs="+", default=["head", "pooler"])
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=11)

@@ -28,6 +28,7 @@ _LAZY = {
     "KOSGD": "optim",
     "ko_optimizer_class": "optim",
     "collision_generator_seed": "optim",
+    "ko_param_groups": "groups",
     "collision_target_names": "targets",
     "KOTrainer": "trainer",
     "KOTrainingArguments": "arguments",

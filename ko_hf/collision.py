@@ -112,20 +112,34 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return value  # type: ignore[return-value]
 
 
-def _power_of_two_scale(x: torch.Tensor, rows: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(2^-e, 2^e)`` as float32 tensors with ``2^(e-1) <= max|x| < 2^e`` (e clamped to ±125): 0-d, or ``[N, 1]``
-    with one exponent per row when ``rows``.
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float64 when any input is float64 (its precision is kept), else float32 (bf16/fp16/fp32 inputs)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
-    Built from the bits of the float32 exponent field, so both factors are exact powers of two and multiplying
-    by them is exact; computed on the device, without a host synchronisation.
+
+def _as_compute(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor.detach().to(dtype)
+
+
+# (exponent bias, mantissa bits, integer type of the same width, largest safe exponent) of each compute dtype
+_FLOAT_LAYOUT = {torch.float32: (127, 23, torch.int32, 125), torch.float64: (1023, 52, torch.int64, 1021)}
+
+
+def _power_of_two_scale(x: torch.Tensor, rows: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(2^-e, 2^e)`` in ``x``'s dtype (float32 or float64) with ``2^(e-1) <= max|x| < 2^e`` (e clamped to the
+    dtype's safe range: ±125 for float32): 0-d, or ``[N, 1]`` with one exponent per row when ``rows``.
+
+    Built from the bits of the exponent field, so both factors are exact powers of two and multiplying by them is
+    exact; computed on the device, without a host synchronisation.
     """
+    bias, mantissa, int_dtype, limit = _FLOAT_LAYOUT[x.dtype]
     if rows:
         peak = x.abs().amax(dim=1, keepdim=True) if x.shape[1] else x.new_zeros(x.shape[0], 1)
     else:
         peak = x.abs().amax() if x.numel() else x.new_zeros(())
-    exponent = torch.frexp(peak)[1].clamp(-125, 125)  # frexp: peak = m · 2^e, m in [0.5, 1); 0, inf, NaN -> e = 0
-    scale = ((127 - exponent) << 23).view(torch.float32)
-    inverse = ((127 + exponent) << 23).view(torch.float32)
+    exponent = torch.frexp(peak)[1].clamp(-limit, limit).to(int_dtype)  # peak = m · 2^e, m in [0.5, 1); 0/inf/NaN: 0
+    scale = ((bias - exponent) << mantissa).view(x.dtype)
+    inverse = ((bias + exponent) << mantissa).view(x.dtype)
     return scale, inverse
 
 
@@ -161,7 +175,7 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 def cosine_similarity_matrix(x: torch.Tensor) -> torch.Tensor:
     """``[N, N]`` cosine similarity of the rows of ``x`` (float32; 0 for any pair involving a zero row)."""
     _check_matrix("x", x)
-    unit = _unit_rows(x.detach().float())
+    unit = _unit_rows(_as_compute(x, _compute_dtype(x)))
     return unit @ unit.T
 
 
@@ -173,7 +187,8 @@ def row_cosines(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """
     _check_matrix("new", new)
     _check_matrix("old", old)
-    a, b = _unit_rows(new.detach().float()), _unit_rows(old.detach().float())
+    dtype = _compute_dtype(new, old)
+    a, b = _unit_rows(_as_compute(new, dtype)), _unit_rows(_as_compute(old, dtype))
     cosine = (a * b).sum(dim=1)
     both_zero = (a == 0).all(dim=1) & (b == 0).all(dim=1)
     return torch.where(both_zero, torch.ones_like(cosine), cosine)
@@ -205,28 +220,45 @@ def _max_pairwise_distance(x: torch.Tensor) -> torch.Tensor:
 
 
 def soft_collision(
-    weight: torch.Tensor, grad: torch.Tensor, coef: float, *, include_self: bool = False
+    weight: torch.Tensor, grad: torch.Tensor, coef: float, *, include_self: bool = False, bounded: bool = False
 ) -> torch.Tensor:
     """Soft collision (KO Alg. 2): ``g* = g - coef * S' @ g`` with ``S = cos(w, w) * cos(g, g)`` over rows.
 
     ``S'`` is ``S`` without its diagonal unless ``include_self`` (Alg. 2 read literally, which only adds a
-    uniform ``(1 - coef)`` rescale of every row). ``coef = 0`` returns ``grad`` itself. Non-finite values in
-    ``weight`` or ``grad``, or a result that overflows the gradient's dtype, return ``grad``'s values unchanged.
-    Never synchronises with the host; compiles with ``torch.compile(fullgraph=True)``.
+    uniform ``(1 - coef)`` rescale of every row). By default the paper's form, as printed. ``bounded=True`` caps
+    each row's change at ``coef`` times that row's own length, ``‖g*_i - g_i‖ <= coef ‖g_i‖`` (the row's change is
+    scaled down, keeping its direction, only where it is larger): then ``cos(g*_i, g_i) >= sqrt(1 - coef²)``, so no
+    row is ever turned around, however many similar rows a wide layer has (README, "Defaults, and why"). Where the
+    paper's change is within the cap (class heads, whose rows are nearly orthogonal) both forms agree (to rounding).
+
+    ``coef = 0`` returns ``grad`` itself. Non-finite values in ``weight`` or ``grad``, or a result that overflows the
+    gradient's dtype, return ``grad``'s values unchanged. Never synchronises with the host; compiles with
+    ``torch.compile(fullgraph=True)``.
     """
     coef = _check_inputs(weight, grad, coef)
     if coef == 0.0 or (grad.shape[0] < 2 and not include_self):
         return grad
-    w = weight.detach().float()
-    g = grad.detach().float()
+    dtype = _compute_dtype(weight, grad)
+    w, g = _as_compute(weight, dtype), _as_compute(grad, dtype)
     finite = _all_finite(w, g)
     g_scale, g_inverse = _power_of_two_scale(g)
     g_scaled = g * g_scale
     similarity = cosine_similarity_matrix(w) * cosine_similarity_matrix(g_scaled)
     if not include_self:
         similarity.fill_diagonal_(0.0)
-    new_grad = torch.addmm(g_scaled, similarity, g_scaled, alpha=-coef).mul_(g_inverse)
-    return _finish(new_grad, grad, finite)
+    if bounded:
+        new_grad = _cap_row_change((similarity @ g_scaled).mul_(-coef), g_scaled, coef).add_(g_scaled)
+    else:  # the paper's form, computed as ko-hf 0.1 and 0.2 did (one fused product: the same bits)
+        new_grad = torch.addmm(g_scaled, similarity, g_scaled, alpha=-coef)
+    return _finish(new_grad.mul_(g_inverse), grad, finite)
+
+
+def _cap_row_change(change: torch.Tensor, g: torch.Tensor, fraction: float) -> torch.Tensor:
+    """``change`` with each row scaled down to at most ``fraction`` times the length of the same row of ``g``."""
+    limit = torch.linalg.vector_norm(g, dim=1, keepdim=True).mul_(fraction)
+    length = torch.linalg.vector_norm(change, dim=1, keepdim=True)
+    factor = torch.where(length > limit, limit / torch.where(length > 0, length, 1.0), 1.0)
+    return change.mul_(factor)
 
 
 def candidate_pairs(n: int, pairing: str = "all") -> int:
@@ -303,7 +335,8 @@ def collision_mask(
     distance_scale = _check_distance_scale(distance_scale)
     _check_choice("pairing", pairing, PAIRINGS)
     _check_choice("max_speed", max_speed, MAX_SPEEDS)
-    w, g = weight.detach().float(), grad.detach().float()
+    dtype = _compute_dtype(weight, grad)
+    w, g = _as_compute(weight, dtype), _as_compute(grad, dtype)
     finite = _all_finite(w, g)
     g = g * _power_of_two_scale(g)[0]
     n = g.shape[0]
@@ -330,10 +363,12 @@ def hard_collision(
     distance_scale: float = 1.0,
     pairing: str = "all",
     max_speed: str = "all_pairs",
+    bounded: bool = False,
 ) -> torch.Tensor:
     """Hard collision (KO Alg. 1, Eq. 4-8) of the accepted pairs; see :func:`hard_collision_with_count`."""
     return hard_collision_with_count(
-        weight, grad, coef, generator=generator, distance_scale=distance_scale, pairing=pairing, max_speed=max_speed
+        weight, grad, coef, generator=generator, distance_scale=distance_scale, pairing=pairing, max_speed=max_speed,
+        bounded=bounded,
     )[0]
 
 
@@ -346,6 +381,7 @@ def hard_collision_with_count(
     distance_scale: float = 1.0,
     pairing: str = "all",
     max_speed: str = "all_pairs",
+    bounded: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard collision and the number of accepted pairs (a 0-d int64 tensor on the gradient's device).
 
@@ -372,6 +408,12 @@ def hard_collision_with_count(
     Both: the unit vectors come from ``generator`` only (the global generator when None), on the generator's
     device, so the same seed gives the same result on every process; acceptance is invariant to scaling ``g``
     and ``hard(w, c·g) = c·hard(w, g)`` for c > 0 with the same draws.
+
+    ``bounded=True`` caps how far a collision moves a row, as soft collision's bounded form does: no row's gradient
+    changes by more than ``coef`` times its own length. Under DSMC an accepted pair's change ``Δ`` (``+Δ`` for one
+    row, ``−Δ`` for the other) is scaled by one factor for both rows, so momentum stays exact and the pair loses
+    energy instead of keeping it (a partly inelastic collision); under "all" each row's summed change is scaled on
+    its own. By default the paper's collisions, as printed.
     """
     coef = _check_inputs(weight, grad, coef)
     distance_scale = _check_distance_scale(distance_scale)
@@ -385,12 +427,13 @@ def hard_collision_with_count(
             "hard_collision(pairing='all') lists its accepted pairs on the host (their number sets the shape of "
             "the random draws), which the meta device cannot do; use pairing='dsmc', which has static shapes"
         )
-    w, g = weight.detach().float(), grad.detach().float()
+    dtype = _compute_dtype(weight, grad)
+    w, g = _as_compute(weight, dtype), _as_compute(grad, dtype)
     finite = _all_finite(w, g)
     g_scale, g_inverse = _power_of_two_scale(g)
     g = g * g_scale
     if pairing == "dsmc":
-        new_grad, accepted = _dsmc_collision(w, g, coef, distance_scale, generator, max_speed, finite)
+        new_grad, accepted = _dsmc_collision(w, g, coef, distance_scale, generator, max_speed, finite, bounded)
     else:
         mask = (_acceptance_ratio(w, g, distance_scale) > (1.0 - coef)) & finite
         upper = torch.triu(mask, diagonal=1)
@@ -400,6 +443,8 @@ def hard_collision_with_count(
             return grad, accepted
         new_grad = g.clone()
         _add_pair_updates(new_grad, g, pairs, generator)
+        if bounded:
+            new_grad = _cap_row_change(new_grad.sub_(g), g, coef).add_(g)
     return _finish(new_grad.mul_(g_inverse), grad, finite), accepted
 
 
@@ -411,24 +456,45 @@ def _dsmc_collision(
     generator: torch.Generator | None,
     max_speed: str,
     finite: torch.Tensor,
+    bounded: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DSMC pairing on the (scaled) float32 gradient: the new gradient and the accepted-pair count."""
     n, dim = g.shape
     first, second = _dsmc_candidates(n, generator, g)
     directions = torch.randn(first.shape[0], dim, generator=generator, device=_draw_device(generator, g))
-    directions = directions.to(g.device)
+    directions = directions.to(device=g.device, dtype=g.dtype)
     accepted, g_first, g_second, speed = _dsmc_accept(w, g, first, second, coef, distance_scale, max_speed)
     accepted = accepted & finite
     # Post-collision relative velocity: the pre-collision speed along a uniform random direction (Eq. 3-4).
-    half = directions.mul_((0.5 * speed / torch.linalg.vector_norm(directions, dim=1))[:, None])
+    half = directions.mul_((0.5 * speed / _direction_norms(directions)[:, 0])[:, None])
     centre = (g_first + g_second).mul_(0.5)
     keep = ~accepted[:, None]
-    new_first = torch.where(keep, g_first, centre + half)
-    new_second = torch.where(keep, g_second, centre.sub_(half))
+    if bounded:  # one factor for the pair's change +Δ / −Δ: momentum stays exact
+        change = centre.add_(half).sub_(g_first)
+        limit = torch.minimum(torch.linalg.vector_norm(g_first, dim=1), torch.linalg.vector_norm(g_second, dim=1))
+        length = torch.linalg.vector_norm(change, dim=1)
+        factor = torch.where(length > coef * limit, coef * limit / torch.where(length > 0, length, 1.0), 1.0)
+        change.mul_(factor[:, None])
+        new_first = torch.where(keep, g_first, g_first + change)
+        new_second = torch.where(keep, g_second, g_second - change)
+    else:
+        new_first = torch.where(keep, g_first, centre + half)
+        new_second = torch.where(keep, g_second, centre.sub_(half))
     new_grad = g.clone()
     new_grad.index_copy_(0, first, new_first)
     new_grad.index_copy_(0, second, new_second)
     return new_grad, accepted.sum()
+
+
+def _direction_norms(draws: torch.Tensor) -> torch.Tensor:
+    """The ``[M, 1]`` lengths of normal draws, which become uniform unit vectors once divided by them. A draw that
+    is exactly zero (each float32 coordinate is 0 with a tiny probability, so with D = 1 among millions of pairs it
+    happens) has no direction: it is made the first basis vector, in place, instead of 0/0, which would make the
+    whole step's result non-finite and drop it."""
+    norms = torch.linalg.vector_norm(draws, dim=1, keepdim=True)
+    zero = norms == 0
+    draws[:, :1] = torch.where(zero, 1.0, draws[:, :1])
+    return torch.where(zero, 1.0, norms)
 
 
 def _add_pair_updates(
@@ -450,12 +516,12 @@ def _add_pair_updates(
     for start in range(0, pairs.shape[0], chunk):
         chunk_pairs = pairs[start : start + chunk]
         directions = torch.randn(chunk_pairs.shape[0], dim, generator=generator, device=draw_device)
-        directions = directions.to(g.device)
+        directions = directions.to(device=g.device, dtype=g.dtype)
         for offset in range(0, chunk_pairs.shape[0], piece):
             rows, cols = chunk_pairs[offset : offset + piece].unbind(dim=1)
             count = rows.shape[0]
             delta = directions[offset : offset + piece]
-            delta /= torch.linalg.vector_norm(delta, dim=1, keepdim=True)
+            delta /= _direction_norms(delta)
             # The pair's own relative velocity, computed directly rather than from the Gram matrix, so an
             # isolated pair keeps ‖g_i - g_j‖ and ‖g_i‖² + ‖g_j‖² to rounding error.
             difference = torch.index_select(g, 0, rows, out=row_buffer[:count])

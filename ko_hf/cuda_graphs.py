@@ -34,7 +34,6 @@ import torch
 from transformers.utils import logging
 
 from .optim import CollisionMixin, collision_generator_seed
-from .settings import ko_setting
 
 logger = logging.get_logger(__name__)
 
@@ -83,8 +82,8 @@ def _changed_settings(frozen: dict[GroupKey, Any], now: dict[GroupKey, Any]) -> 
 
 
 def _hard_pairing(group: dict[str, Any]) -> str:
-    # a group restored from a checkpoint of ko-hf 0.1 has no pairing key: it pairs as "all", as in apply_collisions
-    return group.get("collision_pairing", ko_setting("collision_pairing").group_default)
+    # every flagged group carries its pairing (filled when built, or when loaded from an older checkpoint)
+    return group["collision_pairing"]
 
 
 def check_capturable_groups(optimizer: torch.optim.Optimizer) -> None:

@@ -236,7 +236,10 @@ class TextClassificationData:
 
     ``text_columns``: the source's text column(s) the ``text`` (and ``text_pair``) column came from, in order --
     ``("review",)``, or ``("premise", "hypothesis")`` for a sentence pair (tokenized as
-    ``tokenizer(text, text_pair)``); empty when not recorded (an instance built by hand).
+    ``tokenizer(text, text_pair)``); empty when not recorded (an instance built by hand). The other facts the
+    model card states: ``label_column``; ``validation_carved`` (the validation split was carved from train, a
+    seeded, stratified ``validation_fraction`` of it, ``seed``) or not (the source's own; None: not recorded);
+    ``dropped_unseen``: rows per split dropped for a label never seen in training (``drop_unseen_eval_labels``).
     """
 
     dataset: datasets.DatasetDict
@@ -246,6 +249,11 @@ class TextClassificationData:
     citation: str | None = None
     data_format: str = ""
     text_columns: tuple[str, ...] = ()
+    label_column: str | None = None
+    validation_carved: bool | None = None
+    validation_fraction: float | None = None
+    seed: int | None = None
+    dropped_unseen: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_labels(self) -> int:
@@ -1045,7 +1053,9 @@ def load_text_classification(
     raw = _unify_label_types({s: _extract(f, text_cols, label_col, f"{s!r} of {source.location}")
                               for s, f in tables.items()})
     seen = set(raw["train"][1])
+    before = {s: len(labels) for s, (_, labels) in raw.items()}
     raw.update({s: _drop_unseen(s, *raw[s], seen, drop_unseen_eval_labels) for s in raw if s != "train"})
+    dropped = {s: before[s] - len(raw[s][1]) for s in raw if before[s] != len(raw[s][1])}
 
     known = recipe.label_names if recipe and recipe.label_names else source.class_names.get(label_col)
     names, to_id = _label_names(raw["train"][1], known)
@@ -1055,7 +1065,8 @@ def load_text_classification(
                            f"{label_col!r}); a classifier needs at least 2 classes")
     encoded = {s: (texts, [to_id[y] for y in labels]) for s, (texts, labels) in raw.items()}
 
-    if "validation" not in encoded:
+    carved = "validation" not in encoded
+    if carved:
         encoded["train"], encoded["validation"] = _carve_validation(*encoded["train"], validation_fraction, seed)
         logger.info("carved validation (%d rows, %.0f%%, seed %d) from train", len(encoded["validation"][1]),
                     100 * validation_fraction, seed)
@@ -1071,6 +1082,8 @@ def load_text_classification(
                                for s, (t, y) in encoded.items()})
     citation = recipe.citation if recipe else _FORMAT_CITATIONS.get(source.data_format)
     data = TextClassificationData(dd, names, recipe.name if recipe else dataset, source.location, citation,
-                                  source.data_format, text_cols)
+                                  source.data_format, text_cols, label_column=label_col, validation_carved=carved,
+                                  validation_fraction=validation_fraction if carved else None, seed=seed,
+                                  dropped_unseen=dropped)
     logger.info("%s", data.summary())
     return data

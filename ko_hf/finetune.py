@@ -42,7 +42,7 @@ from transformers.utils import logging
 
 from . import arguments
 from .arguments import KOArgumentsMixin, KOTrainingArguments
-from .checkpoints import find_resume_checkpoint, verify_checkpoint
+from .checkpoints import CheckpointError, checkpoint_param_groups, find_resume_checkpoint, verify_checkpoint
 from .data import TextClassificationData, load_text_classification
 from .hub import hub_offline_flag, hub_unreachable, is_cached
 from .load_report import from_pretrained_quietly
@@ -64,12 +64,15 @@ from .run_record import (
     TRAINING_KEYS,
     checkpoint_run_record,
     extension_problem,
+    read_run_record,
+    record_folder,
     setting_differences,
     with_checkpoint_run,
     without_unknown_recorded,
     write_run_record,
 )
-from .settings import read_settings, setting_names
+from .optim import fill_saved_group
+from .settings import group_setting_names, read_settings, setting_names
 from .trainer import KOTrainer
 
 logger = logging.get_logger(__name__)
@@ -177,6 +180,9 @@ class FinetuneResult:
     #: True when training diverged: the final training loss is not finite, or the trained weights hold NaN/inf
     #: (the model is saved all the same; ``ko-finetune`` exits with code 3). See ``KOTrainer.diverged``.
     diverged: bool = False
+    #: The KO optimizer's guard-rail warnings (``KOTrainer.collision_warnings``): targets the collision cannot act
+    #: on, and targets whose gradient it turned around on average.
+    collision_warnings: list[str] = field(default_factory=list)
 
 
 class StepTimerCallback(TrainerCallback, ExportableState):
@@ -343,6 +349,28 @@ def typed_config(parser: HfArgumentParser, mapping: Mapping[str, Any]) -> dict[s
             for key, value in mapping.items()}
 
 
+def with_saved_collision_settings(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """``mapping`` with each collision setting it does not give taken from the param groups of the checkpoint it
+    resumes, when that checkpoint's run kept no record (ko-hf 0.1 and 0.2 wrote none): such a run continues with
+    what it ran with (a setting it had no key for means that release's behaviour: ``fill_saved_group``), whatever
+    today's defaults are. A run with a record (:func:`ko_hf.run_record.with_checkpoint_run`) or no checkpoint to
+    read is left as it is."""
+    request = resume_request(mapping.get("resume_from_checkpoint"))
+    folder = record_folder(mapping.get("output_dir"), request)
+    if folder is None or read_run_record(folder) is not None:
+        return dict(mapping)
+    try:
+        checkpoint = find_resume_checkpoint(folder, allow_incomplete=True).path if request is True else str(request)
+        groups = checkpoint_param_groups(checkpoint)
+    except (CheckpointError, OSError, RuntimeError, ValueError):  # the resume itself says what is wrong
+        return dict(mapping)
+    if groups is None:
+        return dict(mapping)
+    flagged = [fill_saved_group(dict(g)) for g in groups if g.get("collision", "none") != "none"]
+    saved = {name: flagged[0][name] for name in group_setting_names()} if flagged else {"collision": "none"}
+    return {**{key: value for key, value in saved.items() if key not in mapping}, **mapping}
+
+
 def parse_config(mapping: dict[str, Any]) -> tuple[FinetuneOptions, KOTrainingArguments]:
     """A flat mapping of :class:`FinetuneOptions` + ``KOTrainingArguments`` fields -> both dataclasses.
 
@@ -354,7 +382,7 @@ def parse_config(mapping: dict[str, Any]) -> tuple[FinetuneOptions, KOTrainingAr
     does not give from the checkpoint's run (:func:`ko_hf.run_record.with_checkpoint_run`).
     """
     known = config_keys()
-    mapping, dropped = without_unknown_recorded(with_checkpoint_run(mapping), set(known))
+    mapping, dropped = without_unknown_recorded(with_saved_collision_settings(with_checkpoint_run(mapping)), set(known))
     if dropped:
         logger.warning("the checkpoint's run recorded settings this version does not know, left out: %s",
                        ", ".join(dropped))
@@ -688,7 +716,7 @@ def _prepare(options: FinetuneOptions, args: KOTrainingArguments, callbacks: lis
 
     tokenized = _tokenize(data, tokenizer, options.max_length)
     timer = StepTimerCallback()
-    extra = [timer, *_card_callbacks(options, callbacks)]
+    extra = [timer, *_card_callbacks(options, callbacks, reproduce_command)]
     if progress is not None:
         extra.append(StepProgressCallback(progress, progress_label or Path(args.output_dir).name))
     trainer = KOTrainer(
@@ -727,11 +755,12 @@ def _tokenize(data: TextClassificationData, tokenizer, max_length: int):
     return data.dataset.map(tokenize, batched=True, remove_columns=texts, desc="Tokenizing")
 
 
-def _card_callbacks(options: FinetuneOptions, callbacks: list | None) -> list:
-    """The user's callbacks, plus a model-card callback that knows ``options.plots`` (unless one is given)."""
+def _card_callbacks(options: FinetuneOptions, callbacks: list | None, command: str | None = None) -> list:
+    """The user's callbacks, plus a model-card callback that knows ``options.plots`` and the command that started
+    the run (kept in every checkpoint, so a resumed run's card shows it), unless one is given."""
     callbacks = list(callbacks or [])
     if not any(isinstance(c, KOModelCardCallback) for c in callbacks):
-        callbacks.append(KOModelCardCallback(plots=options.plots))
+        callbacks.append(KOModelCardCallback(plots=options.plots, command=command))
     return callbacks
 
 
@@ -857,6 +886,7 @@ def _train_and_save(prepared: PreparedFinetune) -> FinetuneResult:
         head_layers=head_layers,
         is_world_process_zero=trainer.is_world_process_zero(),
         diverged=trainer.diverged,
+        collision_warnings=trainer.collision_warnings,
     )
 
 

@@ -3,9 +3,14 @@
 Each :class:`KOSetting` below is the single declaration of one collision setting: its name (the
 ``KOTrainingArguments`` field, the YAML key and, where it travels with the parameters, the param-group key), type,
 default, help, valid values, and the short names other surfaces use (the CLI flag, ``compare``'s ``KEY=VALUE``).
-Everything else derives from :data:`KO_SETTINGS`: the dataclass fields, the optimizer's group defaults, the CLI
-options, ``compare``'s setting parser, the model card and its reproduce snippet. Adding a setting means adding one
-entry here (and using it where it acts: the optimizer, for a param-group key).
+Everything else derives from :data:`KO_SETTINGS`: the dataclass fields, what a param group that leaves a key out
+means, the CLI options, ``compare``'s setting parser, the model card and its reproduce snippet. Adding a setting
+means adding one entry here (and using it where it acts: the optimizer, for a param-group key).
+
+One set of defaults: a param group that names a collision type and leaves a setting out means the setting's
+``default`` (or its ``derive``d value), exactly what ``KOTrainingArguments`` means. The only other value a missing
+key can mean is ``legacy``: what a group *saved by an earlier ko-hf* (a checkpoint, a compare record), written
+before the setting existed, ran with; only loading saved state reads it.
 
 Pure Python on purpose: the CLI reads this table to build ``--help`` without importing torch or transformers.
 """
@@ -21,8 +26,16 @@ from typing import Any
 COLLISION_TYPES = ("none", "soft", "hard")
 #: Hard collision's pairing: a random perfect matching per step (``dsmc``) or every accepted pair (Eq. 8, ``all``).
 PAIRINGS = ("dsmc", "all")
+#: The collisions' form: each row's change capped at coef times the row's length (``bounded``), or Alg. 1 and 2
+#: as printed (``paper``).
+FORMS = ("bounded", "paper")
 #: Default ``coll_coef`` per collision type; README, "Defaults", gives the measurements behind them.
 DEFAULT_COLL_COEF = {"none": 0.0, "soft": 0.1, "hard": 0.2}
+#: The seed a param group without ``collision_seed`` draws from: ``TrainingArguments``' default seed, so that a
+#: hand-built group draws what a ``KOTrainingArguments`` run with default arguments draws.
+DEFAULT_SEED = 42
+#: The ko-hf release whose defaults this table declares; flagged param groups record it (``ko_hf_defaults``).
+DEFAULTS_VERSION = "0.3"
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -33,8 +46,8 @@ class _Missing:
         return "MISSING"
 
 
-#: ``KOSetting.group_default`` of a setting that is not a param-group key.
-NOT_IN_GROUP = _Missing()
+#: ``KOSetting.legacy`` of a setting that every saved param group carries (it existed from the start).
+NO_LEGACY = _Missing()
 
 
 @dataclass(frozen=True)
@@ -45,9 +58,12 @@ class KOSetting:
     type: type
     default: Any
     help: str
-    #: What a param group without this key means (groups built by hand, checkpoints of ko-hf 0.1);
-    #: ``NOT_IN_GROUP`` for a setting that is not carried by the flagged param groups.
-    group_default: Any = NOT_IN_GROUP
+    #: Carried by the flagged param groups (the optimizer acts on it). A group that leaves it out means ``default``
+    #: (or the ``derive``d value), as ``KOTrainingArguments`` does.
+    in_group: bool = False
+    #: What a param group saved by an earlier release, which had no such key, ran with (``NO_LEGACY``: every saved
+    #: group has the key). Read only when saved state is loaded: checkpoints, compare records.
+    legacy: Any = NO_LEGACY
     choices: tuple[str, ...] = ()
     #: Inclusive bounds of a number.
     low: float | None = None
@@ -73,8 +89,8 @@ class KOSetting:
     noun: str = ""
 
     @property
-    def in_group(self) -> bool:
-        return self.group_default is not NOT_IN_GROUP
+    def has_legacy(self) -> bool:
+        return self.legacy is not NO_LEGACY
 
     @property
     def cli_flag(self) -> str:
@@ -166,37 +182,42 @@ def _derived_coef(values: Mapping[str, Any]) -> float | None:
 
 
 def _derived_seed(values: Mapping[str, Any]) -> int | None:
-    return values.get("seed")
+    return values.get("seed", DEFAULT_SEED)
 
 
 KO_SETTINGS: tuple[KOSetting, ...] = (
     KOSetting(
         "collision", str, "soft", "Collision applied to the targets' gradients before each optimizer step: none "
-        "(plain AdamW), soft (default) or hard.", group_default="none", choices=COLLISION_TYPES,
+        "(plain AdamW), soft or hard (default: soft).", in_group=True, choices=COLLISION_TYPES,
         label="collision", applies_to=COLLISION_TYPES, metavar="TYPE", noun="collision type"),
     KOSetting(
         "coll_coef", float, None, "Collision coefficient in [0, 1] (default: 0.1 soft, 0.2 hard; see README).",
-        group_default=0.0, low=0.0, high=1.0, optional=True, derive=_derived_coef, key="coef", label="coef"),
+        in_group=True, low=0.0, high=1.0, optional=True, derive=_derived_coef, key="coef", label="coef"),
     KOSetting(
         "collision_distance_scale", float, 0.05, "λ of hard collision's acceptance exp(-λ·‖w_i - w_j‖) (default: "
-        "0.05; the paper uses 1).", group_default=1.0, low=0.0, flag="distance-scale", key="lambda", label="λ",
+        "0.05; the paper uses 1).", in_group=True, low=0.0, flag="distance-scale", key="lambda", label="λ",
         applies_to=("hard",)),
     KOSetting(
         "collision_pairing", str, "dsmc", "Hard collision's pairs: dsmc (a random perfect matching each step, each "
         "candidate pair tested by Eq. 7 and collided once: energy-conserving) or all (Eq. 8 as printed, every "
-        "accepted pair at once; ko-hf 0.1) (default: dsmc).", group_default="all", choices=PAIRINGS,
+        "accepted pair at once; ko-hf 0.1) (default: dsmc).", in_group=True, legacy="all", choices=PAIRINGS,
         flag="pairing", key="pairing", label="pairing", applies_to=("hard",), metavar="NAME", noun="pairing"),
+    KOSetting(
+        "collision_form", str, "bounded", "The collisions' form: bounded (no neuron's gradient changes by more than "
+        "coef times its own length, so none is turned around; hard collision then loses energy but keeps momentum) "
+        "or paper (Alg. 1 and 2 as printed; ko-hf 0.1 and 0.2) (default: bounded).", in_group=True, legacy="paper",
+        choices=FORMS, flag="form", key="form", label="form", metavar="NAME", noun="collision form"),
     KOSetting(
         "collision_targets", list, None, "Weights that collide (repeatable): presets head (default) and pooler, "
         "parameter/module names or regexes, like optim_target_modules.", key="targets", label="targets",
         metavar="NAME"),
     KOSetting(
         "collision_include_self", bool, False, "Soft collision: keep the diagonal of S (Alg. 2 read literally; "
-        "only rescales rows).", group_default=False, flag="include-self", key="include_self",
+        "only rescales rows).", in_group=True, flag="include-self", key="include_self",
         label="include_self", applies_to=("soft",)),
     KOSetting(
         "collision_seed", int, None, "Seed of hard collision's random directions and pairings (default: --seed).",
-        group_default=0, optional=True, derive=_derived_seed, applies_to=("hard",), metavar="N", described=False),
+        in_group=True, optional=True, derive=_derived_seed, applies_to=("hard",), metavar="N", described=False),
 )
 
 
@@ -216,9 +237,27 @@ def setting_names() -> tuple[str, ...]:
     return tuple(s.name for s in ko_settings())
 
 
-def group_defaults() -> dict[str, Any]:
-    """Param-group key -> the value a group without it means."""
-    return {s.name: s.group_default for s in ko_settings() if s.in_group}
+def group_setting_names() -> tuple[str, ...]:
+    """The settings a flagged param group carries."""
+    return tuple(s.name for s in ko_settings() if s.in_group)
+
+
+def group_settings(group: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting a flagged param group carries, each one it leaves out (or sets to ``None``) filled with its
+    default, as ``KOTrainingArguments`` fills it: ``{"collision": "hard"}`` means hard at coef 0.2, λ 0.05, DSMC
+    pairing, seed 42 (TrainingArguments' default seed)."""
+    values = {s.name: group[s.name] for s in ko_settings() if s.in_group and group.get(s.name) is not None}
+    for setting in ko_settings():
+        if setting.in_group and setting.name not in values:
+            values[setting.name] = setting.derive(values) if setting.derive is not None else setting.default
+    return values
+
+
+def legacy_values() -> dict[str, Any]:
+    """Setting -> what a group saved before the setting existed ran with (its ``legacy``): a checkpoint of ko-hf
+    0.1 has no ``collision_pairing`` (it paired as ``"all"``), one of 0.1 or 0.2 no ``collision_form``
+    (the paper's form)."""
+    return {s.name: s.legacy for s in ko_settings() if s.has_legacy}
 
 
 def compare_keys() -> dict[str, KOSetting]:

@@ -27,8 +27,8 @@ __all__ = [
     "collision_target_names",
     "collision_target_parameters",
     "unwrapped_named_parameters",
+    "resolve_collision_targets",
     "unwrap_model",
-    "warn_two_class_targets",
 ]
 
 #: Presets accepted in ``targets`` besides parameter/module names and regexes.
@@ -40,13 +40,6 @@ TARGET_PRESETS = {
 #: How many candidates a "matches nothing" error shows (the head-like ones first).
 SHOWN_CANDIDATES = 12
 LIST_HINT = "list them all with ko_hf.targets.candidate_targets(model) or `python -m ko_hf.targets MODEL_PATH`"
-
-_TWO_CLASS_WARNING = (
-    "collision target %r has only 2 rows (a two-class head). With softmax cross-entropy the two rows of its "
-    "gradient sum to zero (g_1 = -g_0): soft collision is then a pure rescale and an accepted hard collision "
-    "replaces the gradient with a random direction of the same norm. Consider adding the pooler "
-    "(targets=['head', 'pooler']) or another hidden layer of the head."
-)
 
 _SKIP, _DROP = "skip", "drop"  # a wrapper hop left out of names; an inactive copy that is never a candidate
 _HEAD_WORDS = re.compile(r"(^|\.)(classifier|pre_classifier|score|head|heads|out_proj|pooler|lm_head|qa_outputs)(\.|$)")
@@ -146,6 +139,20 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 # ------------------------------------------------------------------ presets
 
 
+def _adapter_ids(model: torch.nn.Module) -> set[int]:
+    """The parameters PEFT adds to a layer (LoRA's ``lora_A``/``lora_B``, ...): low-rank factors of an update, not
+    neurons of the layer, so never a preset's target."""
+    peft = _peft_classes()
+    if peft is None:
+        return set()
+    ids: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, peft[2]) and hasattr(module, "base_layer"):
+            own = {id(p) for p in module.base_layer.parameters()}
+            ids.update(id(p) for p in module.parameters() if id(p) not in own)
+    return ids
+
+
 def _head_ids(model: torch.nn.Module) -> set[int]:
     inner = unwrap_model(model)
     base = getattr(inner, "base_model", None)
@@ -154,8 +161,8 @@ def _head_ids(model: torch.nn.Module) -> set[int]:
             f"{type(inner).__name__} has no head outside its base model: pass a model with a classification head "
             "(e.g. AutoModelForSequenceClassification) or name the collision targets explicitly"
         )
-    base_ids = {id(p) for p in base.parameters()}
-    return {id(p) for p in inner.parameters() if p.dim() == 2 and id(p) not in base_ids}
+    excluded = {id(p) for p in base.parameters()} | _adapter_ids(inner)
+    return {id(p) for p in inner.parameters() if p.dim() == 2 and id(p) not in excluded}
 
 
 def _is_pooler(name: str) -> bool:
@@ -284,11 +291,44 @@ def collision_target_names(model: torch.nn.Module, targets: str | Sequence[str] 
     return list(collision_target_parameters(model, targets))
 
 
-def warn_two_class_targets(params: dict[str, torch.Tensor]) -> None:
-    """Log the two-class degeneracy for every target with exactly 2 rows (call it when collisions are on)."""
-    for name, param in params.items():
-        if param.shape[0] == 2:
-            logger.warning(_TWO_CLASS_WARNING, name)
+def is_peft_model(model: torch.nn.Module) -> bool:
+    peft = _peft_classes()
+    return peft is not None and any(isinstance(module, peft[0]) for module in model.modules())
+
+
+def _frozen_hint(model: torch.nn.Module) -> str:
+    if is_peft_model(model):
+        return ("; under PEFT, train them with LoraConfig(modules_to_save=[...]) naming their modules "
+                "(ko_hf.lora.apply_lora and ko-finetune --lora do this for the collision targets)")
+    return "; unfreeze them (requires_grad=True) or leave them out of the targets"
+
+
+def resolve_collision_targets(model: torch.nn.Module,
+                              targets: str | Sequence[str] | None = None) -> dict[str, torch.nn.Parameter]:
+    """The weights that collide in a training run: :func:`collision_target_parameters`, trainable.
+
+    A frozen weight of the ``head`` preset (the default) is left out with one warning: PEFT's default
+    classification config trains only the modules it lists in ``modules_to_save`` (``classifier``, ``score``), so
+    DeBERTa's ``pooler.dense`` or ModernBERT's ``head.dense`` stay frozen while the classifier trains. A frozen
+    weight asked for otherwise (the ``pooler`` preset, a name or regex), or no trainable target at all (T5's and
+    BART's whole ``classification_head`` under PEFT's default), is a ``ValueError`` naming them and how to train
+    them.
+    """
+    specs = ["head"] if targets is None else [targets] if isinstance(targets, str) else list(targets)
+    chosen = collision_target_parameters(model, specs)
+    frozen = [name for name, param in chosen.items() if not param.requires_grad]
+    if not frozen:
+        return chosen
+    asked = {name for spec in specs if spec != "head" for name in collision_target_parameters(model, spec)}
+    explicit = [name for name in frozen if name in asked]
+    trainable = {name: param for name, param in chosen.items() if param.requires_grad}
+    if explicit or not trainable:
+        what = explicit or frozen
+        raise ValueError(f"collision targets {what} are frozen (requires_grad=False), so nothing of them would "
+                         f"collide{_frozen_hint(model)}")
+    logger.warning("collision targets %s are frozen (requires_grad=False) and are left out of the collision; %s "
+                   "collide%s", frozen, list(trainable), _frozen_hint(model))
+    return trainable
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
+from transformers import Trainer, TrainerState, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_optimizer import is_optimizer_factory
@@ -39,11 +39,16 @@ from .logged_metrics import (  # noqa: F401 - also from here
     layer_condensation,
     logged_metric,
 )
+from .groups import flagged_param_groups
 from .modelcard import KOModelCardCallback, write_model_card
-from .optim import GROUP_STATE_DEFAULTS, CollisionMixin, group_defaults, ko_optimizer_class
+from .optim import CollisionMixin, fill_saved_group, ko_optimizer_class
 from .run_record import checkpoint_run_record, setting_differences
-from .settings import DEFAULT_COLL_COEF, ko_setting, ko_settings, setting_names  # noqa: F401
-from .targets import _peft_classes, collision_target_parameters, unwrapped_named_parameters, warn_two_class_targets
+from .settings import DEFAULT_COLL_COEF, group_setting_names, group_settings, ko_setting, ko_settings, setting_names  # noqa: F401,E501
+from .targets import (
+    collision_target_parameters,
+    resolve_collision_targets,
+    unwrapped_named_parameters,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -98,14 +103,16 @@ def collision_setting_differences(saved: list[dict[str, Any]], wanted: list[dict
     """How the collision settings of a checkpoint's param groups (``saved``) differ from those a run would build
     (``wanted``): ``"coll_coef: checkpoint 0.5, arguments 0.1"``, ... (empty when they agree).
 
-    Every KO key of a param group is a setting (the table's group keys, :func:`ko_hf.settings.group_defaults`, and
-    whatever the groups carry besides ``params`` and ``weight_decay``), except the state (the step counter and the
-    names); a setting added later follows without edits.
+    The settings compared are the table's group keys (:func:`ko_hf.settings.group_setting_names`), so a setting
+    added later follows without edits; the state (step counter, names, defaults' release) is not compared. A saved group that lacks a setting ran with what the release that
+    wrote it had instead (:func:`ko_hf.optim.fill_saved_group`).
     """
-    def flagged(groups):
-        return {tuple(g.get("collision_names") or ()): g for g in groups if g.get("collision", "none") != "none"}
+    def flagged(groups, fill):
+        return {tuple(g.get("collision_names") or ()): fill(dict(g)) for g in groups
+                if g.get("collision", "none") != "none"}
 
-    old, new = flagged(saved), flagged(wanted)
+    old = flagged(saved, fill_saved_group)
+    new = flagged(wanted, lambda g: {**group_settings(g), **g})
     if not old or not new:
         if old or new:
             kind = lambda groups: next(iter(groups.values()))["collision"] if groups else "none"  # noqa: E731
@@ -114,15 +121,13 @@ def collision_setting_differences(saved: list[dict[str, Any]], wanted: list[dict
     if set(old) != set(new):
         names = lambda groups: sorted(n for key in groups for n in key)  # noqa: E731
         return [f"collision targets: checkpoint {names(old)}, arguments {names(new)}"]
-    defaults = group_defaults()
-    keys = set(defaults) | {k for g in new.values() for k in g if k not in ("params", "weight_decay")}
-    keys -= set(GROUP_STATE_DEFAULTS)
+    keys = set(group_setting_names())
     unset = "(not recorded)"
     differences: list[str] = []
     for key in sorted(keys, key=lambda k: (k != "collision", k)):  # the type first
         for target in sorted(new):
-            before = old[target].get(key, defaults.get(key, unset))
-            after = new[target].get(key, defaults.get(key, unset))
+            before = old[target].get(key, unset)
+            after = new[target].get(key, unset)
             if before != after:
                 line = f"{key}: checkpoint {before!r}, arguments {after!r}"
                 if line not in differences:
@@ -156,11 +161,6 @@ def _batch_mean_loss_class(model: Any) -> str | None:
 
 def _is_ko_optimizer(optimizer: Any) -> bool:
     return isinstance(getattr(optimizer, "optimizer", optimizer), CollisionMixin)
-
-
-def _is_peft_model(model: Any) -> bool:
-    peft = _peft_classes()
-    return peft is not None and any(isinstance(module, peft[0]) for module in model.modules())
 
 
 def _check_not_factory(optimizer_cls: Any, optimizer_kwargs: dict[str, Any], where: str) -> None:
@@ -210,9 +210,6 @@ class KOTrainer(Trainer):
         self._check_supported_setup()
         # facts for the model card; pass your own in callbacks=
         self.model_card_callback = KOModelCardCallback.attach(self)
-        self._warned_reversed: set[str] = set()
-        if self.collision_enabled:
-            self.add_callback(_FirstStepCheck(self))
         #: Set by ``train(resume_from_checkpoint=...)``: which checkpoint, and what of its state was missing.
         self.resume_report: ResumeReport | None = None
 
@@ -239,16 +236,7 @@ class KOTrainer(Trainer):
                 return list(collision_target_parameters(self.model, self.args.collision_targets))
             except ValueError:
                 return []
-        params = collision_target_parameters(self.model, self.args.collision_targets)
-        frozen = [n for n, p in params.items() if not p.requires_grad]
-        if frozen:
-            hint = ("; under PEFT, add their modules to LoraConfig(modules_to_save=[...]) (ko-finetune --lora does "
-                    "this for its collision targets)" if _is_peft_model(self.model) else "")
-            raise ValueError(
-                f"collision targets {frozen} are frozen (requires_grad=False); unfreeze them or drop them{hint}"
-            )
-        warn_two_class_targets(params)
-        return list(params)
+        return list(resolve_collision_targets(self.model, self.args.collision_targets))
 
     def _check_supported_setup(self) -> None:
         if not self.collision_enabled:
@@ -402,26 +390,12 @@ class KOTrainer(Trainer):
         return self.optimizer
 
     def collision_param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
-        """Trainer's decay / no-decay groups without the targets, then one flagged group per target."""
-        decay = set(self.get_decay_parameter_names(model))
-        targets = {id(p): name for name, p in self.collision_parameters(model).items()}
-        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        """Trainer's decay / no-decay groups without the targets, then one flagged group per target
+        (:func:`ko_hf.groups.flagged_param_groups`, what :func:`ko_hf.ko_param_groups` gives outside Trainer)."""
         args = self.args
-        groups: list[dict[str, Any]] = [
-            {"params": [p for n, p in trainable if n in decay and id(p) not in targets],
-             "weight_decay": args.weight_decay},
-            {"params": [p for n, p in trainable if n not in decay and id(p) not in targets], "weight_decay": 0.0},
-        ]
-        for name, param in trainable:
-            if id(param) in targets:
-                groups.append({
-                    "params": [param],
-                    "weight_decay": args.weight_decay if name in decay else 0.0,
-                    **{s.name: getattr(args, s.name) for s in ko_settings() if s.in_group},
-                    **GROUP_STATE_DEFAULTS,
-                    "collision_names": [targets[id(param)]],
-                })
-        return groups
+        settings = {s.name: getattr(args, s.name) for s in ko_settings() if s.in_group}
+        return flagged_param_groups(model, self.collision_parameters(model), settings,
+                                    weight_decay=args.weight_decay, decay_names=self.get_decay_parameter_names(model))
 
     # ------------------------------------------------------------------ hyperparameter search
 
@@ -485,40 +459,16 @@ class KOTrainer(Trainer):
         metrics.update(aggregate_condensation(per_target))
         optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
         if isinstance(optimizer, CollisionMixin):
-            stats = optimizer.pop_collision_stats()
-            self.warn_if_reversed(stats)
-            metrics.update(_prefixed(stats))
+            metrics.update(_prefixed(optimizer.pop_collision_stats()))
         return metrics
 
-    def warn_if_reversed(self, stats: dict[str, dict[str, float]]) -> None:
-        """Warns (once per target) when a target's mean per-row ``cos(g*, g)`` is below 0: the collision then
-        reverses that weight's gradient on average, so training fights it."""
-        for name, values in stats.items():
-            cosine = values.get("grad_cosine")
-            if cosine is None or cosine >= 0 or name in self._warned_reversed:
-                continue
-            self._warned_reversed.add(name)
-            args = self.args
-            logger.warning(
-                "%s collision reverses the gradient of %r on average: mean per-row cos(g*, g) = %.3f < 0 "
-                "(coll_coef=%g%s). %s.",
-                args.collision, name, cosine, args.coll_coef,
-                f", collision_pairing={args.collision_pairing!r}" if args.collision == "hard" else "",
-                self._reversed_hint(name),
-            )
-
-    def _reversed_hint(self, name: str) -> str:
-        args = self.args
-        param = self.collision_parameters().get(name)
-        if args.collision == "hard" and param is not None and param.shape[0] == 2:
-            # Eq. 7 divides by the largest relative speed, which for a single pair is its own: it is accepted
-            # whenever exp(-lambda * w_r) > 1 - coef, so only a coef near 0 turns it down.
-            return ("A 2-row head has one pair, which collides at almost any coll_coef (Eq. 7 divides by its own "
-                    "relative speed), so lowering coll_coef does not help: add the pooler "
-                    "(collision_targets=['head', 'pooler']) or train this head without collisions")
-        if args.collision == "hard" and args.collision_pairing == "all":
-            return "Lower coll_coef or use collision_pairing='dsmc'"
-        return "Lower coll_coef"
+    @property
+    def collision_warnings(self) -> list[str]:
+        """The guard-rail warnings of this run's KO optimizer (:mod:`ko_hf.guards`): targets on which the collision
+        cannot act, and targets whose gradient it turned around on average; the model card and ``ko-finetune``'s
+        summary show them."""
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
+        return [str(w) for w in getattr(optimizer, "collision_warnings", ())]
 
     # ------------------------------------------------------------------ model card
 
@@ -538,21 +488,6 @@ class KOTrainer(Trainer):
         elif "loss" in logs:
             logs = {**logs, **self.collision_metrics()}
         super().log(logs, start_time)
-
-
-class _FirstStepCheck(TrainerCallback):
-    """After the first optimizer step, warns about targets whose gradient the collision reverses on average
-    (reads the running statistics once, without resetting them)."""
-
-    def __init__(self, trainer: KOTrainer) -> None:
-        self.trainer = trainer
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 1:
-            optimizer = getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
-            if isinstance(optimizer, CollisionMixin):
-                self.trainer.warn_if_reversed(optimizer.peek_collision_stats())
-        return control
 
 
 _STEP_ARGUMENTS = ("logging_steps", "eval_steps", "save_steps")

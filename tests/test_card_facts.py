@@ -229,8 +229,9 @@ def test_resume_that_restarted_state_says_what_restarted(tmp_path):
 def test_csv_run_says_how_its_validation_split_is_made(demo_run):
     """A CSV run's card did not say that validation may be carved from train (nor the share and seed)."""
     dataset = section(demo_run["card"], "Dataset")
-    assert "- **Validation split:** the source's own; when a source has none, ko-hf carves it from train (10% of " \
-           "train, label-stratified, `validation_fraction`, seed 3)" in dataset
+    # the data layer records that it carved the split (TextClassificationData.validation_carved): the card says so
+    assert "| validation | 2 | carved from train: 10% of train, label-stratified (`validation_fraction`, seed 3) |" \
+        in dataset
 
 
 def pair_data(source, **facts):

@@ -146,6 +146,23 @@ def test_finished_run_is_not_reused_once_the_defaults_it_ran_with_have_changed(t
     assert len(runner.calls) == 2  # the 0.1-style "all" record is reused
 
 
+def test_a_0_2_record_is_reused_when_the_form_it_ran_with_is_named(tmp_path):
+    """A 0.2 record has no collision_form (it ran the paper's form). Naming that form in the base config (as
+    benchmarks/study/study.py does) reuses it; the config's text is not compared for KO settings, their resolved
+    values are."""
+    runner = FakeRunner()
+    run_comparison(BASE, tmp_path, ["soft"], [1], runner=runner, parse=parse_config, plot=False)
+    path = tmp_path / "soft" / "seed-1" / RESULT_FILE
+    record = json.loads(path.read_text())
+    del record["collision_args"]["collision_form"]
+    path.write_text(json.dumps(record))
+    paper = {**BASE, "collision_form": "paper"}
+    run_comparison(paper, tmp_path, ["soft"], [1], runner=runner, parse=parse_config, plot=False)
+    assert len(runner.calls) == 1  # reused
+    with pytest.raises(ComparisonError, match=r"other collision settings \(collision_form: 'paper' then, 'bounded'"):
+        run_comparison(BASE, tmp_path, ["soft"], [1], runner=runner, parse=parse_config, plot=False)
+
+
 @pytest.mark.parametrize("spec, why", [("sft", "unknown type 'sft'"), ("hard:coef=1.5", "coef must be in"),
                                        ("hard:coef", "not KEY=VALUE"), ("hard:speed=2", "unknown key 'speed'"),
                                        ("adamw:coef=0.1", "takes no options"), ("soft:coef=x", "must be a number"),
@@ -250,8 +267,8 @@ def test_fake_comparison_tables_and_resume(tmp_path):
         assert column in md
     coef, scale = DEFAULT_COLL_COEF["hard"], DEFAULT_DISTANCE_SCALE  # "hard" alone: the library defaults
     pairing = DEFAULT_PAIRING
-    assert (f"| hard | hard, coef={coef}, λ={scale}, pairing={pairing} | 2 | 94.50 ± 0.71 | +4.50 [-1.85, +10.85] |"
-            in md)
+    assert (f"| hard | hard, coef={coef}, λ={scale}, pairing={pairing}, form=bounded | 2 | 94.50 ± 0.71 | "
+            "+4.50 [-1.85, +10.85] |" in md)
     assert comparison.settings[1].differences["accuracy"].n == 2
 
     # a rerun trains nothing; a deleted result is redone; a new seed trains only its runs
@@ -518,7 +535,7 @@ def test_weight_correlation_compares_the_layers_every_run_measures():
 # ------------------------------------------------------------------ a setting declared once reaches compare
 
 #: A KO setting that exists only in the table (acting on hard collision), as the next setting someone adds would.
-DUMMY = ko_settings.KOSetting("collision_dummy", float, 0.5, "A setting declared in one place.", group_default=0.25,
+DUMMY = ko_settings.KOSetting("collision_dummy", float, 0.5, "A setting declared in one place.", in_group=True, legacy=0.25,
                               low=0.0, high=1.0, key="dummy", applies_to=("hard",))
 
 
@@ -547,17 +564,17 @@ def test_a_setting_added_to_the_table_reaches_compare(tmp_path, dummy_setting):
     assert ko_hf.compare.SETTING_KEYS["dummy"] == "collision_dummy"  # read from the table, not kept from import
     with pytest.raises(ComparisonError, match=r"dummy must be in \[0, 1\], got '2'") as err:
         parse_setting("hard:dummy=2")
-    assert "KEY in coef|lambda|pairing|targets|include_self|dummy" in str(err.value)
+    assert "KEY in coef|lambda|pairing|form|targets|include_self|dummy" in str(err.value)
 
     runner = FakeRunner()
     run_comparison(BASE, tmp_path, ["soft", "hard", "hard:dummy=0.75"], [1], runner=runner, parse=parse_with_dummy,
                    plot=False)
     record = json.loads((tmp_path / "hard_dummy-0.75" / "seed-1" / RESULT_FILE).read_text())
     assert record["collision_args"]["collision_dummy"] == 0.75
-    hard = f"hard, coef={DEFAULT_COLL_COEF['hard']}, λ={DEFAULT_DISTANCE_SCALE}, pairing={DEFAULT_PAIRING}"
+    hard = f"hard, coef={DEFAULT_COLL_COEF['hard']}, λ={DEFAULT_DISTANCE_SCALE}, pairing={DEFAULT_PAIRING}, form=bounded"
     md = (tmp_path / "comparison.md").read_text()
     assert f"| hard:dummy=0.75 | {hard}, dummy=0.75 |" in md and f"| hard | {hard}, dummy=0.5 |" in md
-    assert f"| soft | soft, coef={DEFAULT_COLL_COEF['soft']} |" in md  # it does not act on soft collision
+    assert f"| soft | soft, coef={DEFAULT_COLL_COEF['soft']}, form=bounded |" in md  # it does not act on soft
 
     # records written before the setting existed: the runs behaved as its group default
     for name in ("soft", "hard"):
@@ -640,8 +657,8 @@ def test_cli_compare_help_names_every_setting_key():
     assert all(pairing in text for pairing in PAIRINGS) and "hard:pairing=all" in text
     from ko_hf.trainer import DEFAULT_COLL_COEF, DEFAULT_DISTANCE_SCALE, DEFAULT_PAIRING
 
-    assert (f"hard: pairing {DEFAULT_PAIRING}, coef {DEFAULT_COLL_COEF['hard']:g}, lambda {DEFAULT_DISTANCE_SCALE:g}; "
-            f"soft: coef {DEFAULT_COLL_COEF['soft']:g}") in text  # the defaults it names are the library's
+    assert (f"hard: pairing {DEFAULT_PAIRING}, form bounded, coef {DEFAULT_COLL_COEF['hard']:g}, lambda "
+            f"{DEFAULT_DISTANCE_SCALE:g}; soft: form bounded, coef {DEFAULT_COLL_COEF['soft']:g}") in text
 
 
 def test_cli_compare_bad_setting_is_a_clean_error(tmp_path):

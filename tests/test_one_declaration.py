@@ -26,7 +26,7 @@ from ko_hf_cli.main import build_app, dispatch
 from tiny import tiny_bert
 
 DUMMY = KOSetting("collision_dummy", float, 0.5, "A dummy knob of the collision, for tests only (default: 0.5).",
-                  group_default=0.0, low=0.0, high=1.0, flag="dummy-knob", key="dummy", metavar="D")
+                  in_group=True, legacy=0.0, low=0.0, high=1.0, flag="dummy-knob", key="dummy", metavar="D")
 
 
 @pytest.fixture
@@ -106,11 +106,17 @@ def test_dummy_setting_is_a_key_of_the_flagged_param_group(dummy, tmp_path):
     optimizer = trainer.create_optimizer()
     flagged = [g for g in optimizer.param_groups if g.get("collision", "none") != "none"]
     assert flagged and all(g["collision_dummy"] == 0.25 for g in flagged)
-    # a group built by hand without the key means the declared group default
+    # a group built by hand without the key means the declared default, as KOTrainingArguments does
     from ko_hf import KOAdamW
 
     weight = tiny_bert().classifier.weight
-    assert KOAdamW([{"params": [weight], "collision": "soft"}], lr=0.1).param_groups[0]["collision_dummy"] == 0.0
+    assert KOAdamW([{"params": [weight], "collision": "soft"}], lr=0.1).param_groups[0]["collision_dummy"] == 0.5
+    # a group saved before the setting existed ran with its legacy value
+    older = KOAdamW([{"params": [weight], "collision": "soft"}], lr=0.1)
+    state = older.state_dict()
+    del state["param_groups"][0]["collision_dummy"]
+    older.load_state_dict(state)
+    assert older.param_groups[0]["collision_dummy"] == 0.0
     with pytest.raises(ValueError, match="collision_dummy=-1 is invalid"):
         KOAdamW([{"params": [weight], "collision": "soft", "collision_dummy": -1}], lr=0.1)
     # a checkpoint trained with another value of the setting is another run
@@ -122,8 +128,9 @@ def test_compatibility_names_follow_the_table(dummy):
     from ko_hf import optim, trainer
 
     assert trainer.KO_FIELDS == settings.setting_names() and trainer.KO_FIELDS[-1] == "collision_dummy"
-    assert optim.GROUP_DEFAULTS["collision_dummy"] == 0.0
-    assert {"collision_step", "collision_names"} <= set(optim.GROUP_DEFAULTS)
+    assert settings.group_settings({"collision": "soft"})["collision_dummy"] == 0.5
+    assert settings.legacy_values()["collision_dummy"] == 0.0
+    assert {"collision_step", "collision_names"} <= set(optim.GROUP_STATE_DEFAULTS)
 
 
 # --------------------------------------------------------------------------------------------------- (c) YAML, --set

@@ -51,11 +51,14 @@ def test_step_applies_the_collision_then_the_base_update(collision):
     backward(model, x, y)
     backward(reference, x, y)
     head, grad = model[2].weight.detach().clone(), model[2].weight.grad.clone()
+    # a group that names the type means the documented defaults: the bounded form; hard's DSMC pairing, λ 0.05
+    # and TrainingArguments' default seed 42
     if collision == "soft":
-        expected_grad = soft_collision(head, grad, 1.0)
+        expected_grad = soft_collision(head, grad, 1.0, bounded=True)
     else:
-        seed = collision_generator_seed(0, 0, 1)
-        expected_grad = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed))
+        seed = collision_generator_seed(42, 0, 1)
+        expected_grad = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed),
+                                       distance_scale=0.05, pairing="dsmc", bounded=True)
     opt.step()
     ref_opt.step()
     torch.testing.assert_close(model[2].weight, head - 0.1 * expected_grad)
@@ -125,7 +128,7 @@ def test_convolution_kernels_collide_as_flattened_rows():
     grad = conv.weight.grad.clone()
     weight = conv.weight.detach().clone()
     opt.step()
-    expected = soft_collision(weight.reshape(8, -1), grad.reshape(8, -1), 0.5).reshape_as(grad)
+    expected = soft_collision(weight.reshape(8, -1), grad.reshape(8, -1), 0.5, bounded=True).reshape_as(grad)
     torch.testing.assert_close(conv.weight, weight - 0.1 * expected)
 
 
@@ -136,7 +139,7 @@ def test_collision_stats_are_kept_until_popped():
         backward(model, x, y)
         opt.step()
     stats = opt.pop_collision_stats()
-    assert stats["head"]["accepted_pair_fraction"] == 1.0 and stats["head"]["pairs"] == 2 * 10
+    assert stats["head"]["accepted_pair_fraction"] == 1.0 and stats["head"]["pairs"] == 2 * (5 // 2)  # DSMC
     assert stats["head"]["grad_change_ratio"] > 0
     assert opt.pop_collision_stats() == {}
 
@@ -144,29 +147,31 @@ def test_collision_stats_are_kept_until_popped():
 # ------------------------------------------------------------------ pairing, layouts, host synchronisation
 
 
-def test_pairing_is_a_validated_group_key_and_old_groups_pair_as_all():
+def test_pairing_is_a_validated_group_key_and_saved_groups_without_it_pair_as_all():
     model, x, y = model_and_batch()
     with pytest.raises(ValueError, match=r"collision_pairing='pairs' is not a pairing; valid: dsmc, all"):
         KOAdamW(groups(model, "hard", collision_pairing="pairs"), lr=1e-3)
     with pytest.raises(ValueError, match=r"coll_coef=True"):
         KOAdamW(groups(model, "hard", coef=True), lr=1e-3)
-    assert KOAdamW(groups(model, "hard"), lr=1e-3).param_groups[1]["collision_pairing"] == "all"
+    assert KOAdamW(groups(model, "hard"), lr=1e-3).param_groups[1]["collision_pairing"] == "dsmc"
     # A checkpoint of ko-hf 0.1 has no collision_pairing: it keeps colliding with Eq. 8's all pairs.
     opt = KOSGD(groups(model, "hard", coef=1.0, collision_pairing="dsmc"), lr=0.1)
     state = opt.state_dict()
-    for group in state["param_groups"]:
-        group.pop("collision_pairing", None)
+    for group in state["param_groups"]:  # what 0.1 saved: none of the keys added since
+        for key in ("collision_pairing", "collision_form", "ko_hf_defaults"):
+            group.pop(key, None)
     opt.load_state_dict(state)
-    assert "collision_pairing" not in opt.param_groups[1]
-    assert_first_step_collides_head_as(opt, model, x, y, "all")
+    assert opt.param_groups[1]["collision_pairing"] == "all" and opt.param_groups[1]["ko_hf_defaults"] == "0.1"
+    assert_first_step_collides_head_as(opt, model, x, y, "all", bounded=False)  # 0.1 had only the paper's form
 
 
-def assert_first_step_collides_head_as(opt, model, x, y, pairing):
+def assert_first_step_collides_head_as(opt, model, x, y, pairing, bounded=True):
     backward(model, x, y)
     head, grad = model[2].weight.detach().clone(), model[2].weight.grad.clone()
     opt.apply_collisions()
-    seed = collision_generator_seed(0, 0, 1)
-    expected = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed), pairing=pairing)
+    seed = collision_generator_seed(42, 0, 1)  # TrainingArguments' default seed
+    expected = hard_collision(head, grad, 1.0, generator=torch.Generator().manual_seed(seed), pairing=pairing,
+                              distance_scale=0.05, bounded=bounded)
     assert torch.equal(model[2].weight.grad, expected)
 
 
@@ -196,10 +201,11 @@ def test_collisions_are_written_back_into_channels_last_kernels(collision, extra
     before = conv.weight.grad.clone()
     rows = (conv.weight.detach().reshape(8, -1), before.reshape(8, -1))
     if collision == "soft":
-        expected = soft_collision(*rows, 1.0)
+        expected = soft_collision(*rows, 1.0, bounded=True)
     else:
-        generator = torch.Generator().manual_seed(collision_generator_seed(0, 0, 0))
-        expected = hard_collision(*rows, 1.0, generator=generator, pairing=extra["collision_pairing"])
+        generator = torch.Generator().manual_seed(collision_generator_seed(42, 0, 0))
+        expected = hard_collision(*rows, 1.0, generator=generator, pairing=extra["collision_pairing"],
+                                  distance_scale=0.05, bounded=True)
     opt.apply_collisions()
     assert not torch.equal(conv.weight.grad, before), "the collision was computed but never written back"
     torch.testing.assert_close(conv.weight.grad, expected.reshape_as(before), rtol=0, atol=0)
@@ -216,7 +222,8 @@ def test_collisions_are_written_back_into_non_contiguous_gradients():
     before = [p.grad.clone() for p in (linear.weight, conv.weight)]
     opt.apply_collisions()
     for param, old in zip((linear.weight, conv.weight), before):
-        expected = soft_collision(param.detach().reshape(param.shape[0], -1), old.reshape(old.shape[0], -1), 1.0)
+        expected = soft_collision(param.detach().reshape(param.shape[0], -1), old.reshape(old.shape[0], -1), 1.0,
+                                  bounded=True)
         torch.testing.assert_close(param.grad, expected.reshape_as(old), rtol=0, atol=0)
 
 
@@ -231,6 +238,7 @@ def _fake_step(collision, pairing, base):
              {"params": [head.weight, conv.weight], "collision": collision, "coll_coef": 0.5,
               "collision_pairing": pairing, "collision_distance_scale": 0.05, "collision_names": ["head", "conv"]}],
             lr=1e-3)
+        opt.guard_window = None  # the guard rail reads the device on purpose (test_guard_reads_the_device_...)
         for _ in range(2):
             opt.step()
         return opt
@@ -274,3 +282,15 @@ def test_apply_collisions_never_reads_a_tensor_on_the_host(monkeypatch, collisio
             opt.apply_collisions()
     stats = opt.pop_collision_stats()["head"]  # read here, at a logging step
     assert stats["grad_change_ratio"] > 0 and -1 <= stats["grad_cosine_min"] <= stats["grad_cosine"] <= 1
+
+
+@pytest.mark.parametrize("base", [KOSGD, KOAdamW])
+@pytest.mark.parametrize("collision", ["soft", "hard"])
+def test_a_step_on_the_meta_device_gives_meta_results(base, collision):
+    """Meta parameters (shape-only dry runs) have no generator and no values: the step runs, nothing is read."""
+    weight = torch.nn.Parameter(torch.empty(5, 4, device="meta"))
+    weight.grad = torch.empty(5, 4, device="meta")
+    base([{"params": [weight], "collision": collision, "coll_coef": 0.5, "collision_pairing": "dsmc"}], lr=0.1).step()
+    assert weight.is_meta
+    with pytest.raises(ValueError, match="pairing='all'.*meta device.*use pairing='dsmc'"):
+        base([{"params": [weight], "collision": "hard", "coll_coef": 0.5, "collision_pairing": "all"}], lr=0.1).step()

@@ -80,10 +80,11 @@ def test_the_rule_covers_every_param_group_setting():
     from ko_hf.trainer import collision_setting_differences
 
     saved = [{"lr": 1e-3}, {"collision": "hard", "coll_coef": 0.2, "collision_seed": 1, "collision_step": 40,
-                            "collision_names": ["classifier.weight"], "collision_pairing": "dsmc", "lr": 1e-3}]
+                            "collision_names": ["classifier.weight"], "collision_pairing": "dsmc",
+                            "collision_form": "bounded", "lr": 1e-3}]
     wanted = [{"params": []}, {"params": [], "collision": "hard", "coll_coef": 0.2, "collision_seed": 1,
                                "collision_step": 0, "collision_names": ["classifier.weight"],
-                               "collision_pairing": "all"}]
+                               "collision_pairing": "all", "collision_form": "bounded"}]
     assert collision_setting_differences(saved, wanted) == ["collision_pairing: checkpoint 'dsmc', arguments 'all'"]
     wanted[1]["collision_pairing"] = "dsmc"
     assert collision_setting_differences(saved, wanted) == []

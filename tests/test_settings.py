@@ -25,13 +25,18 @@ def test_names_and_short_keys_are_unique():
     assert len(set(flags)) == len(flags)
 
 
-def test_defaults_are_valid_and_group_defaults_are_0_1s():
+def test_defaults_are_valid_and_a_group_means_what_the_arguments_mean():
     for s in settings.ko_settings():
         assert s.validate(s.default) == s.default
-    # a param group without the key behaves as ko-hf 0.1 did (Eq. 8 pairing, the paper's λ)
-    assert settings.group_defaults()["collision_pairing"] == "all"
-    assert settings.group_defaults()["collision_distance_scale"] == 1.0
-    assert "collision_targets" not in settings.group_defaults()
+    # one set of defaults: a group that names a type means KOTrainingArguments' defaults for it
+    assert settings.group_settings({"collision": "hard"}) == {
+        "collision": "hard", "coll_coef": 0.2, "collision_distance_scale": 0.05, "collision_pairing": "dsmc",
+        "collision_form": "bounded", "collision_include_self": False, "collision_seed": 42}
+    assert settings.group_settings({"collision": "soft"})["coll_coef"] == 0.1
+    assert settings.group_settings({"collision": "hard", "coll_coef": None})["coll_coef"] == 0.2
+    assert "collision_targets" not in settings.group_settings({"collision": "hard"})
+    # only saved state reads what a missing key meant when the group was written (ko-hf 0.1 / 0.2)
+    assert settings.legacy_values() == {"collision_pairing": "all", "collision_form": "paper"}
 
 
 @pytest.mark.parametrize("name, value", [

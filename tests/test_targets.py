@@ -164,5 +164,5 @@ def test_two_class_warning_only_when_collisions_are_on(tmp_path, caplog, collisi
 
     hf_logging.enable_propagation()
     with caplog.at_level(logging.WARNING):
-        KOTrainer(model=tiny_bert(num_labels=2), args=args(tmp_path, collision=collision))
+        KOTrainer(model=tiny_bert(num_labels=2), args=args(tmp_path, collision=collision)).create_optimizer()
     assert ("two-class head" in caplog.text) is warns

@@ -93,11 +93,14 @@ class GradientRecorder:
 
 
 def expected_gradient(group, index, weight, grad):
+    bounded = group["collision_form"] == "bounded"
     if group["collision"] == "soft":
-        return soft_collision(weight, grad, group["coll_coef"], include_self=group["collision_include_self"])
+        return soft_collision(weight, grad, group["coll_coef"], include_self=group["collision_include_self"],
+                              bounded=bounded)
     seed = collision_generator_seed(group["collision_seed"], group["collision_step"], index)
     return hard_collision(weight, grad, group["coll_coef"], generator=torch.Generator().manual_seed(seed),
-                          distance_scale=group["collision_distance_scale"], pairing=group["collision_pairing"])
+                          distance_scale=group["collision_distance_scale"], pairing=group["collision_pairing"],
+                          bounded=bounded)
 
 
 def check_recorded(recorder, steps):
@@ -223,7 +226,8 @@ def test_a_collision_that_reverses_the_gradient_is_warned_about_once(tmp_path, c
 
     hf_logging.enable_propagation()
     with caplog.at_level("WARNING"):
-        train(KOTrainer, ko_args(tmp_path, collision="hard", coll_coef=1.0, collision_pairing="all"))
+        train(KOTrainer, ko_args(tmp_path, collision="hard", coll_coef=1.0, collision_pairing="all",
+                                 collision_form="paper"))
     warnings = [r.getMessage() for r in caplog.records if "reverses the gradient" in r.getMessage()]
     assert len(warnings) == 1 and "'classifier.weight'" in warnings[0] and "collision_pairing='dsmc'" in warnings[0]
     caplog.clear()
@@ -232,26 +236,20 @@ def test_a_collision_that_reverses_the_gradient_is_warned_about_once(tmp_path, c
     assert "reverses the gradient" not in caplog.text
 
 
-def test_reversed_gradient_on_a_two_row_head_does_not_advise_a_lower_coef(tmp_path, caplog):
+def test_reversed_gradient_on_a_two_row_head_does_not_advise_a_lower_coef():
     """On a two-class head the only pair is accepted at almost any coef, so "lower coll_coef" would not help."""
-    from transformers.utils import logging as hf_logging
+    from ko_hf.guards import reversed_gradient_warning
+    from ko_hf.settings import group_settings
 
-    hf_logging.enable_propagation()
-    stats = {"classifier.weight": {"grad_cosine": -0.07}}
-    for labels, pairing, expected, not_expected in [
+    for rows, pairing, expected, not_expected in [
         (2, "dsmc", "collision_targets=['head', 'pooler']", "Lower coll_coef"),
         (2, "all", "collision_targets=['head', 'pooler']", "Lower coll_coef"),
         (3, "dsmc", "Lower coll_coef.", "pooler"),
-        (3, "all", "Lower coll_coef or use collision_pairing='dsmc'", "pooler"),
+        (3, "all", "Use collision_pairing='dsmc' (the defaults", "pooler"),
     ]:
-        trainer = KOTrainer(model=tiny_bert(num_labels=labels),
-                            args=ko_args(tmp_path / f"{labels}-{pairing}", collision="hard",
-                                         collision_pairing=pairing))
-        caplog.clear()
-        with caplog.at_level("WARNING"):
-            trainer.warn_if_reversed(stats)
-        message = next(r.getMessage() for r in caplog.records if "reverses the gradient" in r.getMessage())
-        assert expected in message and not_expected not in message, message
+        settings = group_settings({"collision": "hard", "collision_pairing": pairing})
+        message = reversed_gradient_warning("classifier.weight", (rows, 32), settings, -0.07, 1, 1)
+        assert "reverses the gradient" in message and expected in message and not_expected not in message, message
 
 
 # ------------------------------------------------------------------ resume
@@ -339,8 +337,10 @@ def test_two_class_head_warns(tmp_path, caplog):
 
     hf_logging.enable_propagation()
     with caplog.at_level("WARNING"):
-        KOTrainer(model=tiny_bert(num_labels=2), args=ko_args(tmp_path))
-    assert "two-class head" in caplog.text
+        trainer = KOTrainer(model=tiny_bert(num_labels=2), args=ko_args(tmp_path))
+        trainer.create_optimizer()  # the optimizer says it once, when it is built
+    assert caplog.text.count("two-class head") == 1
+    assert trainer.collision_warnings and "two-class head" in trainer.collision_warnings[0]
 
 
 def test_targets_with_pooler(tmp_path):

@@ -79,8 +79,19 @@ def collect_records(output_dir: str | os.PathLike, settings: Sequence[CollisionS
     return records, missing
 
 
+def _not_compared_as_config(key: str) -> bool:
+    """Where a run is written, and the KO settings: those are compared resolved, with what a record that lacks one
+    ran with (:func:`_changed_collision_args`), not as the config's text."""
+    return key in _LOCATION_KEYS or key in {s.name for s in ko_settings()}
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as a record holds it after a JSON round trip (tuples as lists, enums as values)."""
+    return json.loads(json.dumps(plain(value)))
+
+
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(plain({k: v for k, v in config.items() if k not in _LOCATION_KEYS})))
+    return _as_json({k: v for k, v in config.items() if not _not_compared_as_config(k)})
 
 
 def _changed_collision_args(recorded: Mapping[str, Any], args: Any) -> list[str]:
@@ -96,7 +107,7 @@ def _changed_collision_args(recorded: Mapping[str, Any], args: Any) -> list[str]
         then, now = recorded.get(setting.name), getattr(args, setting.name, None)
         if then is None or collision not in setting.applies_to:
             continue
-        if _comparable({setting.name: then}) != _comparable({setting.name: now}):
+        if _as_json(then) != _as_json(now):
             changed.append(f"{setting.name}: {then!r} then, {now!r} now")
     return changed
 
@@ -202,7 +213,7 @@ def _check_finished(result_path: Path, config: Mapping[str, Any], parsed: Any) -
     record = json.loads(result_path.read_text(encoding="utf-8"))
     recorded = record.get("config")
     if recorded is not None and _comparable(recorded) != _comparable(config):
-        changed = sorted(k for k in set(recorded) | set(config) if k not in _LOCATION_KEYS
+        changed = sorted(k for k in set(recorded) | set(config) if not _not_compared_as_config(k)
                          and _comparable({k: recorded.get(k)}) != _comparable({k: config.get(k)}))
         if _MODEL_KEY in changed and same_model(recorded.get(_MODEL_KEY), config.get(_MODEL_KEY),
                                                 record.get("model_fingerprint")):

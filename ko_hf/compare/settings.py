@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..settings import KOSetting, compare_keys, describe, group_defaults, ko_setting, setting_names
+from ..settings import KOSetting, compare_keys, describe, ko_setting, legacy_values, setting_names
 
 __all__ = [
     "ADAMW",
@@ -265,11 +265,12 @@ def resolved_settings(args: Any) -> dict[str, Any]:
 
 def recorded_settings(recorded: Mapping[str, Any]) -> dict[str, Any]:
     """A record's settings (:func:`resolved_settings`), each setting it lacks filled with what its absence meant:
-    the version that wrote it had no such setting and behaved as the group default (records of ko-hf 0.1 have no
-    ``collision_pairing``: they paired as ``"all"``). An empty record stays empty (nothing is known)."""
+    the version that wrote it had no such setting and ran as the setting's ``legacy`` value says (records of ko-hf
+    0.1 have no ``collision_pairing``: they paired as ``"all"``; those of 0.1 and 0.2 no ``collision_form``:
+    the paper's). An empty record stays empty (nothing is known)."""
     if not recorded:
         return {}
-    return {**{k: v for k, v in group_defaults().items() if k not in recorded}, **recorded}
+    return {**{k: v for k, v in legacy_values().items() if k not in recorded}, **recorded}
 
 
 def describe_record(record: Mapping[str, Any]) -> str:

@@ -8,7 +8,7 @@ modules (``ko_hf.preflight``, ``ko_hf.run_folder``) can check a command line bef
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 _LAZY = {
     **{name: "collision" for name in (

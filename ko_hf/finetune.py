@@ -49,7 +49,7 @@ from .load_report import from_pretrained_quietly
 from .logged_metrics import CONDENSATION_METRICS, layer_condensation, logged_metric
 from .lora import apply_lora, check_lora_settings, save_head_config
 from .metrics import compute_metrics
-from .modelcard import KOModelCardCallback
+from .card.callback import KOModelCardCallback
 from .preflight import FinetuneError, check_run_settings, is_main_process, load_config_file, resume_request, truthy
 from .run_folder import (
     RunFolderLock,
@@ -782,7 +782,7 @@ def _card_kwargs(trainer: KOTrainer, prepared: PreparedFinetune) -> dict[str, An
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     extras = {"dataset_info": data, "plots": options.plots, "reproduce_command": prepared.reproduce_command,
               "finetune_options": options}
-    for key, value in extras.items():  # what the KO model card (ko_hf.modelcard) understands
+    for key, value in extras.items():  # what the KO model card (ko_hf.card) understands
         if value is not None and (takes_any or key in parameters):
             kwargs[key] = value
     return kwargs

@@ -40,7 +40,7 @@ from .logged_metrics import (  # noqa: F401 - also from here
     logged_metric,
 )
 from .groups import flagged_param_groups
-from .modelcard import KOModelCardCallback, write_model_card
+from .card.callback import KOModelCardCallback, write_model_card
 from .optim import CollisionMixin, fill_saved_group, ko_optimizer_class
 from .run_record import checkpoint_run_record, setting_differences
 from .settings import DEFAULT_COLL_COEF, group_setting_names, group_settings, ko_setting, ko_settings, setting_names  # noqa: F401,E501
@@ -478,7 +478,7 @@ class KOTrainer(Trainer):
 
         Takes ``Trainer.create_model_card``'s keywords (``language``, ``license``, ``tags``, ``model_name``,
         ``finetuned_from``, ``tasks``, ``dataset_tags``, ``dataset``, ``dataset_args``) plus ``dataset_info``,
-        ``reproduce_command``, ``metrics`` and ``plots``; see :func:`ko_hf.modelcard.write_model_card`.
+        ``reproduce_command``, ``metrics`` and ``plots``; see :func:`ko_hf.card.write_model_card`.
         """
         write_model_card(self, **kwargs)
 

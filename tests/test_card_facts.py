@@ -15,11 +15,11 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import validate_repo_id
 
 from ko_hf import KOTrainer, KOTrainingArguments
-from ko_hf.card_data import KOModelCardData
-from ko_hf.card_render import fmt, render_model_card
+from ko_hf.card.data import KOModelCardData
+from ko_hf.card.render import fmt, render_model_card
 from ko_hf.data import TextClassificationData
 from ko_hf.finetune import finetune, parse_config
-from ko_hf.modelcard import KOModelCardCallback
+from ko_hf.card.callback import KOModelCardCallback
 
 from test_finetune import StopAt, make_config, save_tiny_model, write_fixture
 from test_modelcard import COMMON, compute_metrics, working_directory

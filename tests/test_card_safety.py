@@ -11,11 +11,11 @@ import torch
 from huggingface_hub import ModelCard
 
 from ko_hf import KOTrainer, KOTrainingArguments
-from ko_hf.base_model import BaseModelOrigin
-from ko_hf.card_escape import visible
+from ko_hf.card.base_model import BaseModelOrigin
+from ko_hf.card.escape import visible
 from ko_hf.finetune import finetune, parse_config
-from ko_hf.modelcard import KOModelCardCallback
-from ko_hf import portable
+from ko_hf.card.callback import KOModelCardCallback
+from ko_hf.card import portable
 
 from test_finetune import make_config, save_tiny_model, write_fixture
 from test_modelcard import COMMON, compute_metrics
@@ -202,7 +202,7 @@ def test_a_diverged_run_reports_no_accuracy_in_its_metadata(finished):
 
 
 def test_divergence_is_read_from_the_final_loss():
-    from ko_hf.modelcard import divergence
+    from ko_hf.card.callback import divergence
 
     nan, weights = float("nan"), {"classifier.weight": torch.ones(3, 4)}
     assert divergence([{"loss": 1.2, "step": 1}, {"loss": nan, "step": 2}], weights) == [

@@ -23,12 +23,12 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import BertForSequenceClassification, TrainingArguments
 
 from ko_hf import KOTrainer, KOTrainingArguments, settings
-from ko_hf.card_render import TEMPLATE_PATH
-from ko_hf.card_reproduce import python_snippet
+from ko_hf.card.render import TEMPLATE_PATH
+from ko_hf.card.reproduce import python_snippet
 from ko_hf.data import TextClassificationData
 from ko_hf.finetune import FinetuneOptions, finetune, load_config_file, parse_config
 from ko_hf.settings import KOSetting
-from ko_hf.modelcard import (
+from ko_hf.card.callback import (
     BaseModelOrigin,
     KOModelCardCallback,
     KOModelCardData,
@@ -194,14 +194,14 @@ def test_device_dataset_versions_reproduce_and_citations(hard_card):
 
 def test_card_is_written_only_on_the_main_process(hard_trainer, tmp_path, monkeypatch):
     monkeypatch.setattr(hard_trainer, "is_world_process_zero", lambda: False)
-    from ko_hf.modelcard import write_model_card
+    from ko_hf.card.callback import write_model_card
 
     assert write_model_card(hard_trainer, output_dir=tmp_path / "elsewhere") is None
     assert not (tmp_path / "elsewhere").exists()
 
 
 def test_python_snippet_when_no_command_is_given(hard_trainer, tmp_path):
-    from ko_hf.modelcard import write_model_card
+    from ko_hf.card.callback import write_model_card
 
     path = write_model_card(hard_trainer, output_dir=tmp_path, finetuned_from=HUB_BASE, plots=False)
     text = path.read_text()

@@ -7,7 +7,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from ko_hf import KOTrainer, KOTrainingArguments
-from ko_hf.plots import (
+from ko_hf.card.plots import (
     comparison_series,
     neuron_order,
     plot_condensation_comparison,
@@ -191,7 +191,7 @@ def test_card_without_matplotlib_still_renders_and_says_how_to_get_pictures(tmp_
 @pytest.fixture
 def drawn_axes(monkeypatch):
     """The y limits of every panel each plot function drew (read before the figure is cleared)."""
-    import ko_hf.plots as plots
+    import ko_hf.card.plots as plots
 
     limits = []
     finish = plots._finish
@@ -214,7 +214,7 @@ def flat_history(start, change, steps=10):
 def test_curves_do_not_magnify_noise(tmp_path, drawn_axes):
     """A change of 0.00003 filled the whole panel (auto-scaled y axis): it looked like a cliff."""
     pytest.importorskip("matplotlib")
-    min_span = 0.05  # ko_hf.plots.CURVE_MIN_SPAN: about 5 times the seed-to-seed noise of a head's correlation
+    min_span = 0.05  # ko_hf.card.plots.CURVE_MIN_SPAN: about 5 times the seed-to-seed noise of a head's correlation
 
     plot_condensation_curves(flat_history(0.0599, 0.00003), tmp_path / "noise.png")
     plot_condensation_comparison({"a": flat_history(0.0599, 0.00003), "b": flat_history(0.05991, 0.00002)},
@@ -230,7 +230,7 @@ def test_curves_do_not_magnify_noise(tmp_path, drawn_axes):
 
 
 def test_condensation_ylim():
-    from ko_hf.plots import condensation_ylim
+    from ko_hf.card.plots import condensation_ylim
 
     assert condensation_ylim([0.06, 0.06003]) == pytest.approx((0.035015, 0.085015))
     assert condensation_ylim([0.001, 0.002]) == pytest.approx((0.0, 0.05))  # kept inside [0, 1]

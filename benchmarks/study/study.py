@@ -378,7 +378,7 @@ def write_sweep(study: Study, runs: Path) -> None:
 
 
 def plot_sweep(data: dict[str, Any], path: Path) -> None:
-    from ko_hf.plots import _figure, _finish
+    from ko_hf.card.plots import _figure, _finish
 
     fig = _figure(14.5, 4.3)
     axes = fig.subplots(1, 3)

@@ -24,7 +24,7 @@ from typing import Any
 from transformers.utils import logging
 
 from ..markdown import markdown_table
-from ..plots import matplotlib_available, plot_condensation_comparison
+from ..card.plots import matplotlib_available, plot_condensation_comparison
 from ..logged_metrics import layer_condensation, logged_metric
 from .settings import CollisionSetting, describe_record
 from .statistics import MeanStd, PairedDifference, finite, mean_std, paired_difference_ci

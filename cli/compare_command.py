@@ -78,8 +78,8 @@ def compare(
     ratio. Finished runs are skipped on a rerun; unfinished ones resume from their last complete checkpoint. The
     runs use the defaults of ko-finetune train (logging every 2 % of the steps, the last 2 checkpoints kept); a
     finished run's checkpoints are deleted (--keep-checkpoints keeps them)."""
-    from ko_hf.preflight import check_run_settings, is_main_process, merge_settings
-    from ko_hf.run_folder import lock_run_folder
+    from ko_hf.run.preflight import check_run_settings, is_main_process, merge_settings
+    from ko_hf.run.folder import lock_run_folder
 
     flags = {
         "model_name_or_path": model,

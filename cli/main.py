@@ -12,7 +12,7 @@ The options of the KO settings are not written here: :func:`train_command` makes
 :mod:`ko_hf.settings` (flag, help, metavar), and :func:`build_app` builds the app from the table as it is then
 (``app`` is built on first use). Only typer is imported at module level; torch, transformers and ko_hf are imported
 inside the command bodies (and ``ko_hf.settings``, which is light, when the app is built), so ``--help`` is
-instant, and the settings are checked (:mod:`ko_hf.preflight`, the KO settings by their declarations, the output
+instant, and the settings are checked (:mod:`ko_hf.run.preflight`, the KO settings by their declarations, the output
 folder locked) before torch is imported, so a mistake is reported at once. Under ``accelerate launch`` /
 ``torchrun`` every rank runs the same command and only rank 0 prints results. Every mistake a user can make is
 reported as one line ``Error: ...`` with exit code 2, before any training starts.
@@ -58,7 +58,7 @@ DIVERGED_EXIT_CODE = 3
 
 def is_main_process() -> bool:
     """True on rank 0 of ``torchrun`` / ``accelerate launch`` (and in a plain process)."""
-    from ko_hf.preflight import is_main_process as main_process
+    from ko_hf.run.preflight import is_main_process as main_process
 
     return main_process()
 
@@ -83,11 +83,11 @@ def default_output_dir(mapping: dict[str, Any]) -> str:
 def build_config(config_file: Optional[Path], flags: dict[str, Any], set_pairs: list[str] | None = None
                  ) -> dict[str, Any]:
     """Run defaults < the ``--config`` file < flags and ``--set`` pairs given on the command line (``None`` = not
-    given); checked (:func:`ko_hf.preflight.check_run_settings`, the KO settings by their declarations) without
+    given); checked (:func:`ko_hf.run.preflight.check_run_settings`, the KO settings by their declarations) without
     importing torch or transformers. A resumed run takes each setting that defines its experiment and that is not
-    given from the checkpoint's run (:func:`ko_hf.run_record.with_checkpoint_run`), before the defaults."""
-    from ko_hf.preflight import RUN_DEFAULTS, check_run_settings, merge_settings, resume_request
-    from ko_hf.run_record import with_checkpoint_run
+    given from the checkpoint's run (:func:`ko_hf.run.record.with_checkpoint_run`), before the defaults."""
+    from ko_hf.run.preflight import RUN_DEFAULTS, check_run_settings, merge_settings, resume_request
+    from ko_hf.run.record import with_checkpoint_run
     from ko_hf.settings import read_settings
 
     given = merge_settings(config_file, flags, set_pairs or [])
@@ -111,8 +111,8 @@ def build_config(config_file: Optional[Path], flags: dict[str, Any], set_pairs: 
 def claim_output_dir(mapping: dict[str, Any]) -> None:
     """Lock the run's output folder now (a second run into it stops at once), refusing one that holds another
     run's results unless the run resumes or overwrites them."""
-    from ko_hf.preflight import resume_request, truthy
-    from ko_hf.run_folder import claim_run_folder
+    from ko_hf.run.preflight import resume_request, truthy
+    from ko_hf.run.folder import claim_run_folder
 
     claim_run_folder(mapping["output_dir"], resuming=resume_request(mapping.get("resume_from_checkpoint")) is not None,
                      main_process=is_main_process(), overwrite=truthy(mapping.get("overwrite_output_dir", False)),
@@ -301,7 +301,7 @@ def train(
                                     progress=say if is_main_process() else None)  # lines, not a bar and log dicts
     except ValueError as err:  # FinetuneError, DatasetError, KOTrainingArguments validation
         raise fail(err) from None
-    from ko_hf.run_folder import OutputWriteError
+    from ko_hf.run.folder import OutputWriteError
 
     try:
         result = run_prepared(prepared)
@@ -498,7 +498,7 @@ def dispatch(argv: list[str]) -> list[str]:
     if not word.startswith("-") and "/" not in word:
         close = difflib.get_close_matches(word.lower(), sorted(command_names()), n=1, cutoff=0.75)
         if close:
-            from ko_hf.preflight import is_known_model_name
+            from ko_hf.run.preflight import is_known_model_name
 
             if not is_known_model_name(word):
                 raise CommandTypo(f"{word!r} is not a command; did you mean {close[0]}? (to fine-tune a model "

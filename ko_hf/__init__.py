@@ -1,7 +1,7 @@
 """ko-hf: the KO (Kinetics-inspired Optimizer) collision step for Hugging Face fine-tuning.
 
 Every public name loads on first use: ``import ko_hf`` imports neither torch nor transformers, so the light
-modules (``ko_hf.preflight``, ``ko_hf.run_folder``) can check a command line before anything heavy is imported.
+modules (``ko_hf.run.preflight``, ``ko_hf.run.folder``) can check a command line before anything heavy is imported.
 ``from ko_hf import soft_collision`` imports torch; ``from ko_hf import KOTrainer`` imports transformers.
 """
 

@@ -42,7 +42,7 @@ from transformers.utils import logging
 
 from . import arguments
 from .arguments import KOArgumentsMixin, KOTrainingArguments
-from .checkpoints import CheckpointError, checkpoint_param_groups, find_resume_checkpoint, verify_checkpoint
+from .run.checkpoints import CheckpointError, checkpoint_param_groups, find_resume_checkpoint, verify_checkpoint
 from .data import TextClassificationData, load_text_classification
 from .hub import hub_offline_flag, hub_unreachable, is_cached
 from .load_report import from_pretrained_quietly
@@ -50,8 +50,8 @@ from .logged_metrics import CONDENSATION_METRICS, layer_condensation, logged_met
 from .lora import apply_lora, check_lora_settings, save_head_config
 from .metrics import compute_metrics
 from .card.callback import KOModelCardCallback
-from .preflight import FinetuneError, check_run_settings, is_main_process, load_config_file, resume_request, truthy
-from .run_folder import (
+from .run.preflight import FinetuneError, check_run_settings, is_main_process, load_config_file, resume_request, truthy
+from .run.folder import (
     RunFolderLock,
     claim_run_folder,
     clear_run_results,
@@ -59,7 +59,7 @@ from .run_folder import (
     write_text_atomic,
     writing_into,
 )
-from .run_record import (
+from .run.record import (
     EXTEND_KEYS,
     TRAINING_KEYS,
     checkpoint_run_record,
@@ -353,7 +353,7 @@ def with_saved_collision_settings(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """``mapping`` with each collision setting it does not give taken from the param groups of the checkpoint it
     resumes, when that checkpoint's run kept no record (ko-hf 0.1 and 0.2 wrote none): such a run continues with
     what it ran with (a setting it had no key for means that release's behaviour: ``fill_saved_group``), whatever
-    today's defaults are. A run with a record (:func:`ko_hf.run_record.with_checkpoint_run`) or no checkpoint to
+    today's defaults are. A run with a record (:func:`ko_hf.run.record.with_checkpoint_run`) or no checkpoint to
     read is left as it is."""
     request = resume_request(mapping.get("resume_from_checkpoint"))
     folder = record_folder(mapping.get("output_dir"), request)
@@ -379,7 +379,7 @@ def parse_config(mapping: dict[str, Any]) -> tuple[FinetuneOptions, KOTrainingAr
     ``ValueError`` for the rest (e.g. an ``eval_strategy`` that needs ``eval_steps``).
 
     A mapping that resumes (``resume_from_checkpoint``) takes each setting that defines the experiment and that it
-    does not give from the checkpoint's run (:func:`ko_hf.run_record.with_checkpoint_run`).
+    does not give from the checkpoint's run (:func:`ko_hf.run.record.with_checkpoint_run`).
     """
     known = config_keys()
     mapping, dropped = without_unknown_recorded(with_saved_collision_settings(with_checkpoint_run(mapping)), set(known))
@@ -547,9 +547,9 @@ def _resolve_resume(args: KOTrainingArguments) -> str | None:
 
 
 def run_settings(options: FinetuneOptions, args: KOTrainingArguments) -> dict[str, Any]:
-    """The settings that define a run's experiment (what :mod:`ko_hf.run_record` records and a resume keeps): every
+    """The settings that define a run's experiment (what :mod:`ko_hf.run.record` records and a resume keeps): every
     :class:`FinetuneOptions` field but how the run is carried out, the training length, batch, optimizer, schedule,
-    seeds and intervals of ``args`` (:data:`~ko_hf.run_record.TRAINING_KEYS`), and the KO settings."""
+    seeds and intervals of ``args`` (:data:`~ko_hf.run.record.TRAINING_KEYS`), and the KO settings."""
     settings = {f.name: getattr(options, f.name) for f in fields(options) if f.init and f.name not in _NOT_DEFINING}
     settings.update({key: getattr(args, key) for key in TRAINING_KEYS if hasattr(args, key)})
     settings.update({name: getattr(args, name) for name in setting_names() if hasattr(args, name)})

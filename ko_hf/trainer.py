@@ -25,7 +25,7 @@ from .arguments import (  # noqa: F401 - KOTrainingArguments and its helpers, wh
     optim_name,
     validate_ko_arguments,
 )
-from .checkpoints import (
+from .run.checkpoints import (
     CheckpointError,
     checkpoint_param_groups,
     find_resume_checkpoint,
@@ -42,7 +42,7 @@ from .logged_metrics import (  # noqa: F401 - also from here
 from .groups import flagged_param_groups
 from .card.callback import KOModelCardCallback, write_model_card
 from .optim import CollisionMixin, fill_saved_group, ko_optimizer_class
-from .run_record import checkpoint_run_record, setting_differences
+from .run.record import checkpoint_run_record, setting_differences
 from .settings import DEFAULT_COLL_COEF, group_setting_names, group_settings, ko_setting, ko_settings, setting_names  # noqa: F401,E501
 from .targets import (
     collision_target_parameters,
@@ -269,7 +269,7 @@ class KOTrainer(Trainer):
     def resolve_resume_checkpoint(self, resume_from_checkpoint: str | bool | None) -> str | None:
         """The checkpoint ``train`` resumes from, checked: ``True`` = the newest complete ``checkpoint-*`` of
         ``output_dir`` (newer incomplete ones are skipped with a warning), a path = that checkpoint, which must be
-        whole. Raises ``ValueError`` (:class:`~ko_hf.checkpoints.CheckpointError`, :class:`ResumeError`) when the
+        whole. Raises ``ValueError`` (:class:`~ko_hf.run.checkpoints.CheckpointError`, :class:`ResumeError`) when the
         checkpoint is truncated, lacks optimizer/scheduler/trainer state (unless ``resume_incomplete_checkpoint``),
         or was trained with other collision settings. Sets :attr:`resume_report`."""
         if resume_from_checkpoint is None or resume_from_checkpoint is False:
@@ -289,7 +289,7 @@ class KOTrainer(Trainer):
     def _check_checkpoint_collision_settings(self, checkpoint: str) -> None:
         """A resumed run continues the checkpoint's run: its collision settings must be the arguments'. They are
         read from the optimizer state's param groups, or, when the checkpoint has none, from the record of its run
-        (:mod:`ko_hf.run_record`, written by :func:`ko_hf.finetune.finetune`)."""
+        (:mod:`ko_hf.run.record`, written by :func:`ko_hf.finetune.finetune`)."""
         if self.model is None:
             return
         saved = checkpoint_param_groups(checkpoint)

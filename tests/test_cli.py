@@ -47,7 +47,8 @@ def test_import_does_not_load_torch():
 
 
 def test_checks_before_training_import_no_torch():
-    code = ("import sys, ko_hf, ko_hf.preflight, ko_hf.run_folder; "
+    code = ("import sys, ko_hf, ko_hf.preflight, ko_hf.run_folder, ko_hf.run.preflight, ko_hf.run.folder, "
+            "ko_hf.run.record; "
             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -349,9 +350,9 @@ def test_output_path_that_is_a_file_or_not_writable(tmp_path, monkeypatch):
     assert_user_error(run("no-such-model-folder/", "--dataset", "x", "--output-dir", file), "is a file, not a folder")
     assert_user_error(run("no-such-model-folder/", "--dataset", "x", "--output-dir", file / "sub"),
                       f"cannot be created: {file} is a file")
-    import ko_hf.preflight
+    import ko_hf.run.preflight
 
-    monkeypatch.setattr(ko_hf.preflight.os, "access", lambda path, mode: False)  # as for a read-only folder
+    monkeypatch.setattr(ko_hf.run.preflight.os, "access", lambda path, mode: False)  # as for a read-only folder
     assert_user_error(run("no-such-model-folder/", "--dataset", "x", "--output-dir", tmp_path / "new"), "is not writable")
 
 

@@ -383,7 +383,7 @@ def test_compare_command_keeps_checkpoints_on_request(tmp_path, monkeypatch):
 
 
 def test_runs_use_the_defaults_of_train(tmp_path):
-    from ko_hf.preflight import RUN_DEFAULTS
+    from ko_hf.run.preflight import RUN_DEFAULTS
 
     runner = FakeRunner()
     run_comparison(BASE, tmp_path, ["adamw"], [1], runner=runner, parse=parse_config, plot=False)

@@ -18,8 +18,8 @@ from test_run_folder import REPO, holding_lock
 WORKER = r"""
 import json, os, random, sys, time
 from pathlib import Path
-from ko_hf.preflight import FinetuneError
-from ko_hf.run_folder import lock_run_folder
+from ko_hf.run.preflight import FinetuneError
+from ko_hf.run.folder import lock_run_folder
 
 folder, go, rounds, hold = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 random.seed(os.getpid())

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import ko_hf.arguments
 from ko_hf import KOTrainer, settings
 from ko_hf.arguments import ko_arguments_class
-from ko_hf.checkpoints import checkpoint_param_groups
+from ko_hf.run.checkpoints import checkpoint_param_groups
 from ko_hf.finetune import FinetuneError, FinetuneOptions, load_config_file, parse_config
 from ko_hf.settings import KOSetting
 from ko_hf.trainer import collision_setting_differences
@@ -202,7 +202,7 @@ def test_help_states_the_dataclasses_defaults():
     import typer
 
     from ko_hf.arguments import KOTrainingArguments
-    from ko_hf.preflight import RUN_DEFAULTS
+    from ko_hf.run.preflight import RUN_DEFAULTS
 
     command = typer.main.get_command(build_app()).commands["train"]
     stated = {}

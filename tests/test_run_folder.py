@@ -1,4 +1,4 @@
-"""ko_hf.run_folder: the output folder's lock (an OS lock held for the run's life, the holder's details beside it),
+"""ko_hf.run.folder: the output folder's lock (an OS lock held for the run's life, the holder's details beside it),
 result files written whole or not at all, and what an overwrite may delete. Standard library and subprocesses
 only: no model is trained here."""
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ko_hf.preflight import FinetuneError
-from ko_hf.run_folder import LOCK_NAME, claim_run_folder, clear_run_results, lock_run_folder
+from ko_hf.run.preflight import FinetuneError
+from ko_hf.run.folder import LOCK_NAME, claim_run_folder, clear_run_results, lock_run_folder
 
 SECRET = "hf_abcdefghijklmnop123"
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 _HOLDER = """
 import sys, time
 sys.argv = ["ko-finetune", "m", "--dataset", "d", "--set", "hub_token={secret}", "--hub-token", "{secret}"]
-from ko_hf.run_folder import lock_run_folder
+from ko_hf.run.folder import lock_run_folder
 lock_run_folder(sys.stdin.readline().strip())
 print("locked", flush=True)
 time.sleep(120)
@@ -180,7 +180,7 @@ def test_overwrite_deletes_a_runs_results_and_its_record(tmp_path):
 
 
 def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
-    from ko_hf.run_folder import OutputWriteError, write_json_atomic, writing_into
+    from ko_hf.run.folder import OutputWriteError, write_json_atomic, writing_into
 
     path = tmp_path / "train_results.json"
     write_json_atomic(path, {"train_loss": 1.0})
@@ -199,7 +199,7 @@ def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
 
 
 def test_other_errors_pass_through_writing_into(tmp_path):
-    from ko_hf.run_folder import writing_into
+    from ko_hf.run.folder import writing_into
 
     with pytest.raises(KeyError):
         with writing_into(tmp_path):

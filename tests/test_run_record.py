@@ -1,11 +1,11 @@
-"""ko_hf.run_record: what a resumed run takes from its checkpoint's run, and what it may not change (pure Python)."""
+"""ko_hf.run.record: what a resumed run takes from its checkpoint's run, and what it may not change (pure Python)."""
 
 import json
 
 import pytest
 
-from ko_hf.preflight import FinetuneError
-from ko_hf.run_record import (
+from ko_hf.run.preflight import FinetuneError
+from ko_hf.run.record import (
     RECORD_NAME,
     extension_problem,
     read_run_record,

@@ -20,9 +20,9 @@ from typing import Any
 from transformers.utils import logging
 
 from .. import finetune as finetune_module
-from ..checkpoints import CheckpointError, find_resume_checkpoint
-from ..preflight import RUN_DEFAULTS, is_main_process, truthy
-from ..run_folder import CHECKPOINT_DIR, lock_run_folder, run_results
+from ..run.checkpoints import CheckpointError, find_resume_checkpoint
+from ..run.folder import CHECKPOINT_DIR, lock_run_folder, run_results
+from ..run.preflight import RUN_DEFAULTS, is_main_process, truthy
 from ..settings import ko_settings
 from .identity import model_fingerprint, same_model
 from .report import Comparison, plain, plot_comparison, summarize, write_comparison, write_json
@@ -170,10 +170,10 @@ def run_comparison(
     or value fails at once. A run whose ``ko_result.json`` exists is skipped (its recorded config must match);
     an unfinished run resumes from its newest complete checkpoint (none complete: it starts again).
 
-    ``defaults`` (default: :data:`ko_hf.preflight.RUN_DEFAULTS`, those of ``ko-finetune train``) fill in the keys
+    ``defaults`` (default: :data:`ko_hf.run.preflight.RUN_DEFAULTS`, those of ``ko-finetune train``) fill in the keys
     a run's config does not set; they do not change results, so they are not part of its recorded config. With the
     default runner, ``progress`` also gets a few progress lines per run (step, ETA). The output folder is locked
-    for the comparison (:func:`ko_hf.run_folder.lock_run_folder`). A run's checkpoints are deleted once it has
+    for the comparison (:func:`ko_hf.run.folder.lock_run_folder`). A run's checkpoints are deleted once it has
     finished (its record written), unless ``keep_checkpoints``; an unfinished run keeps them, to resume.
     """
     default_runner = runner is None

@@ -61,7 +61,7 @@ import datasets
 import numpy as np
 from transformers.utils import logging
 
-from .hub import dataset_offline_flag, hub_unreachable, is_repo_id
+from ..hub import dataset_offline_flag, hub_unreachable, is_repo_id
 
 logger = logging.get_logger(__name__)
 

@@ -6,7 +6,8 @@ model card:
 
 - ``inert``, when the optimizer is built: a target on which the collision cannot act — one row (a regression or
   reward head: no partner), or two rows, where a softmax cross-entropy gradient has opposite rows (``g_1 = -g_0``),
-  so soft collision only rescales them and hard collision only turns them to a random direction of the same norm.
+  so soft collision only rescales them and hard collision only turns them to a random direction of the same norm
+  (the paper's form) or tilts them by at most coll_coef of their norm (the bounded form).
 - ``reversed``, over a window of steps: the mean over steps of the mean per-row ``cos(g*_i, g_i)`` below 0, so the
   collision turns that weight's gradient around on average and training fights it. Steps whose gradient was not
   finite (the collision left it unchanged) do not count.
@@ -41,8 +42,8 @@ def shape_text(shape: Sequence[int]) -> str:
     return "×".join(str(size) for size in shape)
 
 
-def inert_target_warning(name: str, shape: Sequence[int], collision: str) -> str | None:
-    """The message for a target on which ``collision`` cannot act, or ``None`` when it can."""
+def inert_target_warning(name: str, shape: Sequence[int], collision: str, form: str = "bounded") -> str | None:
+    """The message for a target on which ``collision`` (in ``form``) cannot act, or ``None`` when it can."""
     rows = shape[0] if shape else 0
     where = f"{name!r} ({shape_text(shape)})"
     if rows == 1:
@@ -55,9 +56,13 @@ def inert_target_warning(name: str, shape: Sequence[int], collision: str) -> str
     if collision == "soft":
         effect = ("soft collision only rescales them by the same factor, which the base optimizer's normalisation "
                   "all but undoes")
-    else:
+    elif form == "paper":
         effect = ("an accepted hard collision only turns the gradient to a random direction of the same norm, and "
                   "its one pair is accepted at almost any coll_coef (Eq. 7 divides by that pair's own speed)")
+    else:
+        effect = ("an accepted hard collision only adds a random tilt of at most coll_coef times its norm (the "
+                  "bounded form), and its one pair is accepted at almost any coll_coef (Eq. 7 divides by that "
+                  "pair's own speed)")
     return (f"{collision} collision on {where}, a two-class head: {opposite}{effect}. Add a layer with more neurons "
             "(targets=['head', 'pooler']) or train this head without collisions.")
 

@@ -175,7 +175,8 @@ class CollisionMixin:
                         f"collision target {name!r} has shape {tuple(param.shape)}: collisions need a weight with "
                         "neurons as rows (2-D, or a convolution kernel)"
                     )
-                self._warn(name, "inert", 0, inert_target_warning(name, tuple(param.shape), collision))
+                self._warn(name, "inert", 0, inert_target_warning(name, tuple(param.shape), collision,
+                                                                    param_group["collision_form"]))
         super().add_param_group(param_group)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -677,3 +677,21 @@ def test_row_cosines():
     old = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0], [0.0, 0.0], [3.0, 3.0]])
     new = torch.tensor([[-2.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 0.0], [1e30, 1e30]])
     torch.testing.assert_close(row_cosines(new, old), torch.tensor([-1.0, 2**-0.5, 1.0, 0.0, 1.0]))
+
+
+@pytest.mark.parametrize("pairing", ["dsmc", "all"])
+def test_bounded_hard_collision_caps_each_row_and_dsmc_keeps_momentum(pairing):
+    gen = torch.Generator().manual_seed(11)
+    w = 0.02 * torch.randn(72, 384, generator=gen)
+    g = torch.randn(72, 384, generator=gen) * torch.rand(72, 1, generator=gen).mul(3)
+    for coef in (0.2, 0.9):
+        paper = hard_collision(w, g, coef, generator=seeded(1), distance_scale=0.05, pairing=pairing)
+        out = hard_collision(w, g, coef, generator=seeded(1), distance_scale=0.05, pairing=pairing, bounded=True)
+        change = torch.linalg.vector_norm(out - g, dim=1)
+        assert (change <= coef * torch.linalg.vector_norm(g, dim=1) * (1 + 1e-5) + 1e-6).all()
+        assert row_cosines(out, g).min() >= math.sqrt(1 - coef**2) - 1e-5
+        # it acts where the paper's collision does, and only there, scaled down
+        assert torch.equal((out != g).any(dim=1), (paper != g).any(dim=1))
+        if pairing == "dsmc":
+            torch.testing.assert_close(out.sum(0), g.sum(0), rtol=0, atol=2e-4)  # momentum, pair by pair
+            assert torch.linalg.vector_norm(out) <= torch.linalg.vector_norm(g) * (1 + 1e-6)  # energy is lost

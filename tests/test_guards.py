@@ -79,11 +79,25 @@ def test_a_one_row_head_is_warned_about_when_the_optimizer_is_built(warnings_log
     assert "one neuron" in warnings_logged.text
 
 
-def test_a_two_row_head_under_hard_collision_is_a_random_rotation(warnings_logged):
+def test_a_two_row_head_under_the_paper_s_hard_collision_is_a_random_rotation(warnings_logged):
+    head = torch.nn.Parameter(torch.randn(2, 16))
+    optimizer = KOAdamW([{"params": [head], "collision": "hard", "collision_form": "paper",
+                          "collision_names": ["classifier.weight"]}], lr=1e-3)
+    (warning,) = optimizer.collision_warnings
+    assert "two-class head" in warning.message and "random direction of the same norm" in warning.message
+
+
+def test_a_two_row_head_under_the_bounded_hard_collision_is_a_small_random_tilt(warnings_logged):
     head = torch.nn.Parameter(torch.randn(2, 16))
     optimizer = KOAdamW([{"params": [head], "collision": "hard", "collision_names": ["classifier.weight"]}], lr=1e-3)
     (warning,) = optimizer.collision_warnings
-    assert "two-class head" in warning.message and "random direction of the same norm" in warning.message
+    assert "two-class head" in warning.message and "random tilt of at most coll_coef" in warning.message
+    assert "same norm" not in warning.message
+    grad = torch.randn(1, 16)
+    head.grad = torch.cat([grad, -grad])
+    before = head.grad.clone()
+    optimizer.apply_collisions()
+    assert (head.grad - before).norm() <= 0.2 * before.norm() * (1 + 1e-5)
 
 
 def test_non_finite_gradients_are_not_reported_as_reversed(warnings_logged):

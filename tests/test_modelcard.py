@@ -261,6 +261,19 @@ def test_render_without_a_trainer():
     assert "collision-soft" in card.data.tags
 
 
+@pytest.mark.parametrize("form,effect", [
+    ("paper", "replaces its gradient by a random direction of the same norm"),
+    ("bounded", "only tilts its gradient in a random direction, by at most the collision coefficient"),
+])
+def test_a_two_neuron_head_s_note_says_what_the_run_s_form_of_hard_collision_does(form, effect):
+    data = KOModelCardData(model_name="m", base_model="org/base", collision="hard", coll_coef=0.2,
+                           ko_arguments={"collision": "hard", "coll_coef": 0.2, "collision_form": form},
+                           targets=[{"name": "classifier.weight", "shape": [2, 384]}],
+                           eval_metrics={"accuracy": 0.9}, dataset_name="imdb", datasets=["stanfordnlp/imdb"])
+    text = render_model_card(data)
+    assert "a 2-neuron head is degenerate for KO" in text and effect in text
+
+
 @pytest.mark.parametrize("name,expected", [
     ("google-bert/bert-base-uncased", True), ("distilbert-base-uncased", True), ("/abs/path/model", False),
     ("./model", False), ("~/model", False), ("a/b/c", False), ("", False), (None, False),

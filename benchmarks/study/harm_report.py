@@ -156,6 +156,8 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
     ax.axvline(harm.HARM_MEAN, color="tab:red", lw=0.8, ls="--")
     ax.set_xlabel("test score − AdamW's (points; paired by seed, 95 % CI); blue: the defaults")
     ax.set_xscale("symlog", linthresh=1.0)
+    ticks = [-50, -10, -3, -1, -0.3, 0, 0.3, 1]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)

@@ -1,9 +1,6 @@
-"""ko-hf 0.2's and 0.3's path of :mod:`ko_hf.card.base_model` (where a model came from), kept for their imports."""
+"""``ko_hf.base_model``, the path of earlier releases: where a card's base model came from now live in :mod:`ko_hf.card.base_model`;
+every name of that module is importable from here too."""
 
-from .card.base_model import BaseModelOrigin, is_hub_id, resolve_base_model
+from ._lazy import moved_module
 
-__all__ = [
-    "BaseModelOrigin",
-    "is_hub_id",
-    "resolve_base_model",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.card.base_model")

@@ -1,11 +1,6 @@
-"""ko-hf 0.2's and 0.3's path of :mod:`ko_hf.card.data` (the card's data and Hub metadata), kept for their imports."""
+"""``ko_hf.card_data``, the path of earlier releases: the card's facts and YAML metadata, KOModelCardData now live in :mod:`ko_hf.card.data`;
+every name of that module is importable from here too."""
 
-from .card.data import RESTARTED_STATE, RESULT_METRICS, KOModelCardData, card_tags, shown_text
+from ._lazy import moved_module
 
-__all__ = [
-    "KOModelCardData",
-    "RESULT_METRICS",
-    "card_tags",
-    "RESTARTED_STATE",
-    "shown_text",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.card.data")

@@ -1,12 +1,6 @@
-"""ko-hf 0.2's and 0.3's path of :mod:`ko_hf.card.escape` (text made safe for the card), kept for their imports."""
+"""``ko_hf.card_escape``, the path of earlier releases: text made safe for Markdown now live in :mod:`ko_hf.card.escape`;
+every name of that module is importable from here too."""
 
-from .card.escape import is_hidden_character, md_code, md_fence, md_text, visible, visible_lines
+from ._lazy import moved_module
 
-__all__ = [
-    "visible",
-    "md_text",
-    "md_code",
-    "md_fence",
-    "visible_lines",
-    "is_hidden_character",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.card.escape")

@@ -1,9 +1,6 @@
-"""ko-hf 0.2's and 0.3's path of :mod:`ko_hf.card.pictures` (the pictures a card gets), kept for their imports."""
+"""``ko_hf.card_plots``, the path of earlier releases: which pictures a card gets now live in :mod:`ko_hf.card.pictures`;
+every name of that module is importable from here too."""
 
-from .card.pictures import CURVES_FILE, draw_card_plots, similarity_plot_file
+from ._lazy import moved_module
 
-__all__ = [
-    "CURVES_FILE",
-    "draw_card_plots",
-    "similarity_plot_file",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.card.pictures")

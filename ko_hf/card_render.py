@@ -1,13 +1,6 @@
-"""ko-hf 0.2's and 0.3's path of :mod:`ko_hf.card.render` (the card's Markdown, through its template), kept for
-their imports.
-"""
+"""``ko_hf.card_render``, the path of earlier releases: the card's Markdown, through its template now live in :mod:`ko_hf.card.render`;
+every name of that module is importable from here too."""
 
-from .card.render import KO_CITATION, KO_PAPER_URL, TEMPLATE_PATH, render_model_card, start_label
+from ._lazy import moved_module
 
-__all__ = [
-    "KO_CITATION",
-    "KO_PAPER_URL",
-    "TEMPLATE_PATH",
-    "render_model_card",
-    "start_label",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.card.render")

@@ -1,10 +1,6 @@
-"""ko-hf 0.2's and 0.3's path of :mod:`ko_hf.card.reproduce` (the card's reproduce snippet), kept for their imports."""
+"""``ko_hf.card_reproduce``, the path of earlier releases: the command and Python snippet that train a model again now live in :mod:`ko_hf.card.reproduce`;
+every name of that module is importable from here too."""
 
-from .card.reproduce import RESUME_KEY, RESUME_OPTION, python_snippet, scratch_command
+from ._lazy import moved_module
 
-__all__ = [
-    "python_snippet",
-    "scratch_command",
-    "RESUME_OPTION",
-    "RESUME_KEY",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.card.reproduce")

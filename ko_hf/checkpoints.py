@@ -1,29 +1,6 @@
-"""ko-hf 0.2's and 0.3's path of :mod:`ko_hf.run.checkpoints` (which checkpoint a run resumes, and is it whole),
-kept for their imports.
-"""
+"""``ko_hf.checkpoints``, the path of earlier releases: which checkpoint a run resumes from, and whether it is whole now live in :mod:`ko_hf.run.checkpoints`;
+every name of that module is importable from here too."""
 
-from .run.checkpoints import (
-    RESTARTED,
-    RNG_STATE_NAME,
-    STATE_FILES,
-    CheckpointError,
-    CheckpointReport,
-    checkpoint_param_groups,
-    find_resume_checkpoint,
-    inspect_checkpoint,
-    restarted_parts,
-    verify_checkpoint,
-)
+from ._lazy import moved_module
 
-__all__ = [
-    "CheckpointError",
-    "CheckpointReport",
-    "STATE_FILES",
-    "checkpoint_param_groups",
-    "find_resume_checkpoint",
-    "inspect_checkpoint",
-    "verify_checkpoint",
-    "RESTARTED",
-    "RNG_STATE_NAME",
-    "restarted_parts",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.run.checkpoints")

@@ -1,11 +1,6 @@
-"""ko-hf 0.2's and 0.3's path of :mod:`ko_hf.card.non_default` (a dataclass's non-default fields), kept for their
-imports.
-"""
+"""``ko_hf.non_default``, the path of earlier releases: the arguments a run changed from their defaults now live in :mod:`ko_hf.card.non_default`;
+every name of that module is importable from here too."""
 
-from .card.non_default import field_default, non_default_fields, plain
+from ._lazy import moved_module
 
-__all__ = [
-    "plain",
-    "field_default",
-    "non_default_fields",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.card.non_default")

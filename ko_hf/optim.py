@@ -13,6 +13,7 @@ state dict saved by an earlier release resumes with the settings it ran with (:m
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Callable, Iterable
 
 import torch
@@ -31,6 +32,25 @@ GROUP_STATE_DEFAULTS: dict[str, Any] = {"collision_step": 0, "collision_names": 
 #: The param-group key that records which release's defaults filled the group (``"0.3"``); groups saved before it
 #: existed are recognised by the keys they have (:func:`saved_defaults_version`).
 DEFAULTS_KEY = "ko_hf_defaults"
+
+
+def group_defaults() -> dict[str, Any]:
+    """ko-hf 0.2's name, deprecated: every key a flagged group carries, with what a group that leaves it out and
+    names no collision type means (:func:`ko_hf.settings.group_settings`), then the state keys."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from .settings import group_defaults as setting_group_defaults
+
+        settings = setting_group_defaults()
+    warnings.warn("ko_hf.optim.group_defaults() is deprecated since ko-hf 0.3: use ko_hf.settings.group_settings(group)",
+                  FutureWarning, stacklevel=2)
+    return {**settings, **GROUP_STATE_DEFAULTS}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GROUP_DEFAULTS":  # ko-hf 0.2's constant, read at access time
+        return group_defaults()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def saved_defaults_version(group: dict[str, Any]) -> str:

@@ -1,31 +1,6 @@
-"""ko-hf 0.2's and 0.3's path of :mod:`ko_hf.card.portable` (paths a card can show), kept for their imports."""
+"""``ko_hf.portable``, the path of earlier releases: paths and commands without a user's name now live in :mod:`ko_hf.card.portable`;
+every name of that module is importable from here too."""
 
-from .card.portable import (
-    PLACEHOLDER_PREFIX,
-    Machine,
-    is_placeholder,
-    join_words,
-    portable_command,
-    portable_directory,
-    portable_option,
-    portable_path,
-    portable_value,
-    portable_values,
-    portable_words,
-    scrub_text,
-)
+from ._lazy import moved_module
 
-__all__ = [
-    "portable_path",
-    "portable_command",
-    "portable_option",
-    "PLACEHOLDER_PREFIX",
-    "Machine",
-    "portable_value",
-    "portable_values",
-    "portable_words",
-    "portable_directory",
-    "is_placeholder",
-    "join_words",
-    "scrub_text",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.card.portable")

@@ -1,33 +1,6 @@
-"""ko-hf 0.2's and 0.3's path of :mod:`ko_hf.run.preflight` (a run's checks that need no heavy import), kept for
-their imports.
-"""
+"""``ko_hf.preflight``, the path of earlier releases: the checks of a run that need no heavy import now live in :mod:`ko_hf.run.preflight`;
+every name of that module is importable from here too."""
 
-from .run.preflight import (
-    RUN_DEFAULTS,
-    FinetuneError,
-    check_model_folder_kept,
-    check_output_dir,
-    check_run_settings,
-    is_known_model_name,
-    is_main_process,
-    load_config_file,
-    merge_settings,
-    parse_set_values,
-    resume_request,
-    truthy,
-)
+from ._lazy import moved_module
 
-__all__ = [
-    "RUN_DEFAULTS",
-    "FinetuneError",
-    "check_output_dir",
-    "check_run_settings",
-    "is_known_model_name",
-    "is_main_process",
-    "load_config_file",
-    "merge_settings",
-    "parse_set_values",
-    "resume_request",
-    "truthy",
-    "check_model_folder_kept",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.run.preflight")

@@ -1,33 +1,6 @@
-"""ko-hf 0.2's and 0.3's path of :mod:`ko_hf.run.folder` (a run's output folder: its lock, its results), kept for
-their imports.
-"""
+"""``ko_hf.run_folder``, the path of earlier releases: a run's output folder: its lock, its results now live in :mod:`ko_hf.run.folder`;
+every name of that module is importable from here too."""
 
-from .run.folder import (
-    LOCK_NAME,
-    RESULT_FILES,
-    RUN_TRACES,
-    OutputWriteError,
-    RunFolderLock,
-    claim_run_folder,
-    clear_run_results,
-    lock_run_folder,
-    run_results,
-    write_json_atomic,
-    write_text_atomic,
-    writing_into,
-)
+from ._lazy import moved_module
 
-__all__ = [
-    "LOCK_NAME",
-    "RESULT_FILES",
-    "RunFolderLock",
-    "claim_run_folder",
-    "clear_run_results",
-    "lock_run_folder",
-    "run_results",
-    "RUN_TRACES",
-    "OutputWriteError",
-    "write_json_atomic",
-    "write_text_atomic",
-    "writing_into",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.run.folder")

@@ -1,31 +1,6 @@
-"""ko-hf 0.3's path of :mod:`ko_hf.run.record` (what defined a run; a resume keeps it), kept for its imports."""
+"""``ko_hf.run_record``, the path of earlier releases: what defined a run, which a resume keeps now live in :mod:`ko_hf.run.record`;
+every name of that module is importable from here too."""
 
-from .run.record import (
-    EXTEND_KEYS,
-    RECORD_NAME,
-    TRAINING_KEYS,
-    checkpoint_run_record,
-    extension_problem,
-    plain_value,
-    read_run_record,
-    record_folder,
-    setting_differences,
-    with_checkpoint_run,
-    without_unknown_recorded,
-    write_run_record,
-)
+from ._lazy import moved_module
 
-__all__ = [
-    "EXTEND_KEYS",
-    "RECORD_NAME",
-    "TRAINING_KEYS",
-    "checkpoint_run_record",
-    "extension_problem",
-    "plain_value",
-    "read_run_record",
-    "record_folder",
-    "setting_differences",
-    "with_checkpoint_run",
-    "without_unknown_recorded",
-    "write_run_record",
-]
+__getattr__, __dir__ = moved_module(__name__, "ko_hf.run.record")

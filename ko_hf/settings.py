@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,9 @@ class _Missing:
 
 #: ``KOSetting.legacy`` of a setting that every saved param group carries (it existed from the start).
 NO_LEGACY = _Missing()
+#: ko-hf 0.2's marker of a setting that param groups do not carry (its ``group_default``); 0.3 declares
+#: ``KOSetting.in_group`` instead and reads this nowhere. Kept for imports of 0.2.
+NOT_IN_GROUP = _Missing()
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,15 @@ def group_settings(group: Mapping[str, Any]) -> dict[str, Any]:
         if setting.in_group and setting.name not in values:
             values[setting.name] = setting.derive(values) if setting.derive is not None else setting.default
     return values
+
+
+def group_defaults() -> dict[str, Any]:
+    """ko-hf 0.2's name, deprecated: what a flagged param group means for each setting it leaves out. Since 0.3 that
+    depends on the group's collision type; this is :func:`group_settings` of a group that names none."""
+    warnings.warn("ko_hf.settings.group_defaults() is deprecated since ko-hf 0.3: a param group that names a "
+                  "collision type means KOTrainingArguments' defaults for that type; use group_settings(group)",
+                  FutureWarning, stacklevel=2)
+    return group_settings({})
 
 
 def legacy_values() -> dict[str, Any]:

@@ -331,6 +331,16 @@ def resolve_collision_targets(model: torch.nn.Module,
     return trainable
 
 
+def warn_two_class_targets(params: dict[str, torch.Tensor], collision: str = "hard", form: str = "bounded") -> None:
+    """Log the two-class warning for every target with exactly 2 rows (ko-hf 0.2's function: the KO optimizer
+    now warns by itself when it is built, :mod:`ko_hf.guards`)."""
+    from .guards import inert_target_warning
+
+    for name, param in params.items():
+        if param.shape[0] == 2:
+            logger.warning(inert_target_warning(name, tuple(param.shape), collision, form))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m ko_hf.targets MODEL``: every candidate collision target of a saved model, heads first."""
     import argparse

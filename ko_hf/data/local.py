@@ -188,7 +188,7 @@ _FORMAT_CITATIONS = {"aclImdb": IMDB_CITATION, "snips-json": SNIPS_CITATION}
 
 
 def _load_local(path: Path) -> _Source:
-    if not path.exists():  # a glob pattern (see _resolve)
+    if not path.exists():  # a glob pattern (see load._resolve)
         logger.info("loading the files that %s matches", path)
         return _Source(_load_table_files(_pattern_files(str(path)), _pattern_root(str(path)), str(path)), "tabular",
                        str(path))

@@ -28,19 +28,13 @@ from ko_hf.card.reproduce import python_snippet
 from ko_hf.data import TextClassificationData
 from ko_hf.finetune import FinetuneOptions, finetune, load_config_file, parse_config
 from ko_hf.settings import KOSetting
-from ko_hf.card.callback import (
-    BaseModelOrigin,
-    KOModelCardCallback,
-    KOModelCardData,
-    card_data_from_arguments,
-    is_hub_id,
-    ko_field_names,
-    non_default_hyperparameters,
-    portable_command,
-    render_model_card,
-    resolve_base_model,
-    write_model_card,
-)
+from ko_hf.card.base_model import BaseModelOrigin, is_hub_id, resolve_base_model
+from ko_hf.card.callback import KOModelCardCallback
+from ko_hf.card.data import KOModelCardData
+from ko_hf.card.facts import ko_field_names, non_default_hyperparameters
+from ko_hf.card.portable import portable_command
+from ko_hf.card.render import render_model_card
+from ko_hf.card.write import card_data_from_arguments, write_model_card
 
 from test_distributed import free_port
 from test_finetune import StopAt, make_config, save_tiny_model, write_fixture
@@ -194,14 +188,14 @@ def test_device_dataset_versions_reproduce_and_citations(hard_card):
 
 def test_card_is_written_only_on_the_main_process(hard_trainer, tmp_path, monkeypatch):
     monkeypatch.setattr(hard_trainer, "is_world_process_zero", lambda: False)
-    from ko_hf.card.callback import write_model_card
+    from ko_hf.card.write import write_model_card
 
     assert write_model_card(hard_trainer, output_dir=tmp_path / "elsewhere") is None
     assert not (tmp_path / "elsewhere").exists()
 
 
 def test_python_snippet_when_no_command_is_given(hard_trainer, tmp_path):
-    from ko_hf.card.callback import write_model_card
+    from ko_hf.card.write import write_model_card
 
     path = write_model_card(hard_trainer, output_dir=tmp_path, finetuned_from=HUB_BASE, plots=False)
     text = path.read_text()

@@ -756,10 +756,12 @@ def test_the_card_imports_neither_the_trainer_nor_finetune():
     import ko_hf
 
     root = Path(ko_hf.__file__).parent
-    for name in ("modelcard", "card_data", "card_render", "card_reproduce", "card_escape", "card_plots",
-                 "base_model", "portable", "non_default", "logged_metrics", "plots"):
+    old_paths = ("modelcard", "card_data", "card_render", "card_reproduce", "card_escape", "card_plots",
+                 "base_model", "portable", "non_default", "logged_metrics", "plots")
+    for path in [root / f"{name}.py" for name in old_paths] + sorted((root / "card").glob("*.py")):
+        name = path.relative_to(root).as_posix()
         imported = set()
-        for node in ast.walk(ast.parse((root / f"{name}.py").read_text(encoding="utf-8"))):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom):
                 module = (node.module or "") if node.level else (node.module or "").removeprefix("ko_hf.")
                 imported |= {module} if module else {alias.name for alias in node.names}

@@ -5,6 +5,7 @@ here too."""
 from ._lazy import moved_module
 
 __getattr__, __dir__ = moved_module(
-    __name__, "ko_hf.card.callback", "ko_hf.card.data", "ko_hf.card.render", "ko_hf.card.base_model",
-    "ko_hf.card.escape", "ko_hf.card.non_default", "ko_hf.card.pictures", "ko_hf.card.plots", "ko_hf.card.portable",
+    __name__, "ko_hf.card.callback", "ko_hf.card.facts", "ko_hf.card.write", "ko_hf.card.data", "ko_hf.card.render",
+    "ko_hf.card.base_model", "ko_hf.card.escape", "ko_hf.card.non_default", "ko_hf.card.pictures", "ko_hf.card.plots",
+    "ko_hf.card.portable",
 )

@@ -40,7 +40,8 @@ from .logged_metrics import (  # noqa: F401 - also from here
     logged_metric,
 )
 from .groups import flagged_param_groups
-from .card.callback import KOModelCardCallback, write_model_card
+from .card.callback import KOModelCardCallback
+from .card.write import write_model_card
 from .optim import CollisionMixin, fill_saved_group, ko_optimizer_class
 from .run.record import checkpoint_run_record, setting_differences
 from .settings import DEFAULT_COLL_COEF, group_setting_names, group_settings, ko_setting, ko_settings, setting_names  # noqa: F401,E501

@@ -202,7 +202,7 @@ def test_a_diverged_run_reports_no_accuracy_in_its_metadata(finished):
 
 
 def test_divergence_is_read_from_the_final_loss():
-    from ko_hf.card.callback import divergence
+    from ko_hf.card.write import divergence
 
     nan, weights = float("nan"), {"classifier.weight": torch.ones(3, 4)}
     assert divergence([{"loss": 1.2, "step": 1}, {"loss": nan, "step": 2}], weights) == [

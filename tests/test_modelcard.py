@@ -28,19 +28,13 @@ from ko_hf.card.reproduce import python_snippet
 from ko_hf.data import TextClassificationData
 from ko_hf.finetune import FinetuneOptions, finetune, load_config_file, parse_config
 from ko_hf.settings import KOSetting
-from ko_hf.card.callback import (
-    BaseModelOrigin,
-    KOModelCardCallback,
-    KOModelCardData,
-    card_data_from_arguments,
-    is_hub_id,
-    ko_field_names,
-    non_default_hyperparameters,
-    portable_command,
-    render_model_card,
-    resolve_base_model,
-    write_model_card,
-)
+from ko_hf.card.base_model import BaseModelOrigin, is_hub_id, resolve_base_model
+from ko_hf.card.callback import KOModelCardCallback
+from ko_hf.card.data import KOModelCardData
+from ko_hf.card.facts import ko_field_names, non_default_hyperparameters
+from ko_hf.card.portable import portable_command
+from ko_hf.card.render import render_model_card
+from ko_hf.card.write import card_data_from_arguments, write_model_card
 
 from test_distributed import free_port
 from test_finetune import StopAt, make_config, save_tiny_model, write_fixture
@@ -194,14 +188,14 @@ def test_device_dataset_versions_reproduce_and_citations(hard_card):
 
 def test_card_is_written_only_on_the_main_process(hard_trainer, tmp_path, monkeypatch):
     monkeypatch.setattr(hard_trainer, "is_world_process_zero", lambda: False)
-    from ko_hf.card.callback import write_model_card
+    from ko_hf.card.write import write_model_card
 
     assert write_model_card(hard_trainer, output_dir=tmp_path / "elsewhere") is None
     assert not (tmp_path / "elsewhere").exists()
 
 
 def test_python_snippet_when_no_command_is_given(hard_trainer, tmp_path):
-    from ko_hf.card.callback import write_model_card
+    from ko_hf.card.write import write_model_card
 
     path = write_model_card(hard_trainer, output_dir=tmp_path, finetuned_from=HUB_BASE, plots=False)
     text = path.read_text()
@@ -762,10 +756,12 @@ def test_the_card_imports_neither_the_trainer_nor_finetune():
     import ko_hf
 
     root = Path(ko_hf.__file__).parent
-    for name in ("modelcard", "card_data", "card_render", "card_reproduce", "card_escape", "card_plots",
-                 "base_model", "portable", "non_default", "logged_metrics", "plots"):
+    old_paths = ("modelcard", "card_data", "card_render", "card_reproduce", "card_escape", "card_plots",
+                 "base_model", "portable", "non_default", "logged_metrics", "plots")
+    for path in [root / f"{name}.py" for name in old_paths] + sorted((root / "card").glob("*.py")):
+        name = path.relative_to(root).as_posix()
         imported = set()
-        for node in ast.walk(ast.parse((root / f"{name}.py").read_text(encoding="utf-8"))):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom):
                 module = (node.module or "") if node.level else (node.module or "").removeprefix("ko_hf.")
                 imported |= {module} if module else {alias.name for alias in node.names}

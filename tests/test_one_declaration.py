@@ -248,7 +248,8 @@ def test_one_added_setting_reaches_help_param_group_card_and_compare(dummy, tmp_
     section and reproduce snippet) and compare (parsed, recorded, described, listed in its help)."""
     from ko_hf.compare import parse_setting
     from ko_hf.compare.settings import describe_record, resolved_settings, settings_help
-    from ko_hf.card.callback import card_data_from_arguments, render_model_card
+    from ko_hf.card.render import render_model_card
+    from ko_hf.card.write import card_data_from_arguments
 
     assert "--dummy-knob" in panel(run(build_app(), "train", "--help").output, "KO collision")
 

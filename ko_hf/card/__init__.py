@@ -1,8 +1,11 @@
 """The Hub model card of a KO run: the facts as data, the prose as a template (as in sentence-transformers).
 
-* :mod:`~ko_hf.card.callback`: :class:`KOModelCardCallback` gathers the facts while the trainer runs;
-  :func:`write_model_card` (what ``KOTrainer.create_model_card`` calls) fills the data from a trainer and writes
-  ``README.md``;
+* :mod:`~ko_hf.card.callback`: :class:`KOModelCardCallback` records what the card says while the trainer runs (and
+  keeps the start of training in checkpoints);
+* :mod:`~ko_hf.card.facts`: the run's facts read from its arguments, optimizer, model and machine (settings,
+  non-default arguments, optimizer hyperparameters, device, versions, adapter), for the callback and the card;
+* :mod:`~ko_hf.card.write`: :func:`build_card_data` fills the data from a trainer, :func:`write_model_card` (what
+  ``KOTrainer.create_model_card`` calls) writes ``README.md``;
 * :mod:`~ko_hf.card.data`: :class:`KOModelCardData`, a ``huggingface_hub.CardData``: the facts and the YAML metadata;
 * :mod:`~ko_hf.card.render` + ``templates/model_card_template.md``: the Markdown (Jinja, via
   ``ModelCard.from_template``);
@@ -19,9 +22,9 @@ from .._lazy import lazy_exports
 
 _LAZY = {
     "KOModelCardCallback": "callback",
-    "card_data_from_arguments": "callback",
-    "build_card_data": "callback",
-    "write_model_card": "callback",
+    "card_data_from_arguments": "write",
+    "build_card_data": "write",
+    "write_model_card": "write",
     "KOModelCardData": "data",
     "render_model_card": "render",
     "python_snippet": "reproduce",

@@ -8,6 +8,10 @@ modules (``ko_hf.run.preflight``, ``ko_hf.run.folder``) can check a command line
 from importlib import import_module
 from typing import Any
 
+from . import _moved
+
+_moved.install()  # the module paths of earlier releases (ko_hf.modelcard, ko_hf.preflight, ...) keep importing
+
 __version__ = "0.3.0"
 
 _LAZY = {

@@ -12,14 +12,15 @@ By concern:
 * :mod:`~ko_hf.compare.settings`: the setting mini-language ``TYPE[:KEY=VALUE...]`` (``hard:coef=0.8:lambda=1``)
   and the settings a run records, both derived from :mod:`ko_hf.settings`;
 * :mod:`~ko_hf.compare.report`: run records -> :class:`Comparison` -> summary table, Markdown, JSON, figure;
-* :mod:`~ko_hf.compare.runner`: running, resuming and collecting the runs.
+* :mod:`~ko_hf.compare.runner`: running, resuming and collecting the runs;
+* :mod:`~ko_hf.compare.identity`: whether a finished run's model is the one asked for (the same local model at
+  another path is).
 
 Every public name loads on first use (``from ko_hf.compare import parse_setting`` imports neither torch nor
 transformers; ``run_comparison`` imports both), so the CLI can build ``compare --help`` from the settings module.
 """
 
-from importlib import import_module
-from typing import Any
+from .._lazy import lazy_exports
 
 _LAZY = {
     **{name: "statistics" for name in (
@@ -42,18 +43,7 @@ _LAZY = {
 #: Computed from :mod:`ko_hf.settings` each time they are read (not cached: the table may grow).
 _COMPUTED = {"COLLISION_ALIASES", "COLLISION_ARGS", "SETTING_FORMS", "SETTING_KEYS"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-        if name not in _COMPUTED:
-            globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, _COMPUTED)
 
 
 __all__ = [

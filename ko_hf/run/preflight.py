@@ -1,10 +1,10 @@
 """The checks of a run's settings that need no heavy import: ``ko-finetune`` runs them before torch/transformers.
 
-A run is described by one flat mapping of :class:`~ko_hf.finetune.FinetuneOptions` and
+A run is described by one flat mapping of :class:`~ko_hf.run.config.FinetuneOptions` and
 :class:`~ko_hf.trainer.KOTrainingArguments` keys (a YAML recipe, ``--set key=value`` pairs and flags).
 Importing transformers' Trainer takes seconds, so a mistake in that mapping that can be seen from its values alone
 (a batch size of 0, a negative learning rate, an output folder that is a file) is reported here, at once.
-:func:`ko_hf.finetune.parse_config` runs the same checks, so the library and the command line agree.
+:func:`ko_hf.run.config.parse_config` runs the same checks, so the library and the command line agree.
 
 Only the standard library and PyYAML are imported here (and ``huggingface_hub.constants`` where named).
 """
@@ -162,7 +162,7 @@ def _number(value: Any) -> float | None:
 def check_run_settings(mapping: Mapping[str, Any]) -> None:
     """Raise :class:`FinetuneError` for values no run can use: the key, the value and what is valid.
 
-    Values of the wrong type are left to :func:`ko_hf.finetune.parse_config`, which names the expected type.
+    Values of the wrong type are left to :func:`ko_hf.run.config.parse_config`, which names the expected type.
     """
     max_steps = _number(mapping.get("max_steps"))
     if max_steps is not None and (max_steps != int(max_steps) or max_steps == 0 or max_steps < -1):

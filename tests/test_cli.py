@@ -47,8 +47,9 @@ def test_import_does_not_load_torch():
 
 
 def test_checks_before_training_import_no_torch():
-    code = ("import sys, ko_hf, ko_hf.preflight, ko_hf.run_folder, ko_hf.run.preflight, ko_hf.run.folder, "
-            "ko_hf.run.record; "
+    code = ("import sys, ko_hf, ko_hf.preflight, ko_hf.run_folder, ko_hf.run_record, ko_hf.run.preflight, "
+            "ko_hf.run.folder, ko_hf.run.record; "
+            "from ko_hf.preflight import check_run_settings; from ko_hf.run_folder import RunFolderLock; "
             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -41,7 +41,7 @@ def compare(
                                "every run; its collision/coll_coef are replaced by each setting's.",
         metavar="FILE")] = None,
     dataset: Annotated[Optional[str], typer.Option(
-        "--dataset", "-d", help="imdb, snips, demo; NAME=/local/path; a local file or folder; or a Hub id "
+        "--dataset", "-d", help="imdb, snips, mrpc, demo; NAME=/local/path; a local file or folder; or a Hub id "
                                 "(overrides dataset of --config).", show_default=False, metavar="NAME|PATH")] = None,
     settings: Annotated[Optional[list[str]], _SettingsOption(default=..., param_decls=("--settings", "-s"),
                                                              show_default=False, metavar="SPEC")] = None,

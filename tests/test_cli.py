@@ -68,6 +68,12 @@ def test_help_lists_commands_and_groups():
                  "--resume-from-checkpoint", "--no-plots"):
         assert flag in help_text, flag
     assert "--settings" in run("demo", "--help").output
+    from ko_hf.data import DATASET_RECIPES
+
+    assert {"imdb", "snips", "mrpc", "demo"} <= set(DATASET_RECIPES)
+    compare_help = run("compare", "--help").output
+    for name in DATASET_RECIPES:  # --dataset's help names every recipe
+        assert name in help_text and name in compare_help, name
 
 
 def test_console_script_help_runs():

@@ -19,6 +19,7 @@ from transformers.utils import logging
 
 from .. import arguments
 from ..arguments import KOTrainingArguments
+from ..data.recipes import DATASET_RECIPES
 from ..optim import fill_saved_group
 from ..settings import group_setting_names, read_settings
 from .checkpoints import CheckpointError, checkpoint_param_groups, find_resume_checkpoint
@@ -39,7 +40,7 @@ class FinetuneOptions:
         metadata={"help": "Pretrained encoder: a local folder or a Hugging Face Hub id (e.g. bert-base-cased)."}
     )
     dataset: str = field(
-        metadata={"help": "Dataset: a recipe name (imdb, snips, demo), name=/local/path, a local file or folder "
+        metadata={"help": f"Dataset: a recipe name ({', '.join(DATASET_RECIPES)}), name=/local/path, a local file or folder "
                           "(aclImdb tree, Snips JSON, seq.in/label, CSV/TSV/JSON/JSONL/Parquet) or a Hub id."}
     )
     text_column: list[str] | None = field(

@@ -145,6 +145,9 @@ def compare(
                   "difference.", highlight=False)
     if comparison.missing:
         console.print(f"[yellow]missing runs:[/] {', '.join(comparison.missing)}", highlight=False)
+    if comparison.diverged():
+        console.print(f"[yellow]Warning: diverged runs[/] (NaN or inf loss or weights; their metrics are in the "
+                      f"means above): {comparison.diverged()}", highlight=False)
     console.print(f"wrote {Path(root) / 'comparison.md'} and {Path(root) / 'comparison.json'}"
                   + (f" and {comparison.figure}" if comparison.figure else
                      f" ({comparison.figure_note})" if comparison.figure_note else ""), highlight=False)

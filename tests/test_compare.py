@@ -745,3 +745,33 @@ def test_zero_step_resume_keeps_step_time_and_loss(tmp_path):
     assert again["median_step_time"] == pytest.approx(first["median_step_time"], rel=1e-4)  # was None
     assert again["train_metrics"]["train_loss"] == pytest.approx(first["train_metrics"]["train_loss"], rel=1e-6)
     assert again["train_metrics"]["train_loss"] > 0  # was 0.0
+
+
+class DivergingRunner(FakeRunner):
+    """Hard collision's seed-2 run diverges (as finetune() reports a NaN loss or weights)."""
+
+    def __call__(self, options, args, **finetune_keywords):
+        result = super().__call__(options, args, **finetune_keywords)
+        result.diverged = args.collision == "hard" and args.seed == 2
+        return result
+
+
+def test_diverged_runs_are_named_in_the_summary_the_markdown_and_the_json(tmp_path, monkeypatch):
+    monkeypatch.setattr("ko_hf.finetune.finetune", DivergingRunner())
+    out = tmp_path / "cmp"
+    result = CliRunner().invoke(_app(), [
+        "compare", "tiny-model", "--dataset", "demo", "-s", "adamw,hard", "--seeds", "1,2", "-o", str(out),
+        "--set", "use_cpu=true", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "Warning: diverged runs" in result.output and "hard (seed 2)" in result.output
+    markdown = (out / "comparison.md").read_text()
+    assert "**Diverged runs**" in markdown and "hard (seed 2)" in markdown and "| 2 (diverged) |" in markdown
+    data = json.loads((out / "comparison.json").read_text())
+    assert [s["diverged_seeds"] for s in data["settings"]] == [[], [2]]
+    assert [run["diverged"] for run in data["runs"]] == [False, False, False, True]
+
+
+def test_a_comparison_without_diverged_runs_says_nothing_of_them(tmp_path):
+    comparison = run_comparison(BASE, tmp_path, ["adamw", "hard"], [1], runner=FakeRunner(), parse=parse_config,
+                                plot=False)
+    assert comparison.diverged() is None and "Diverged" not in (tmp_path / "comparison.md").read_text()

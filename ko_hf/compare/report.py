@@ -75,6 +75,8 @@ class SettingSummary:
     weight_correlation: MeanStd
     step_time_ratio: MeanStd
     is_baseline: bool = False
+    #: Seeds whose run diverged (a NaN or inf loss or weights): their metrics are what the diverged model scored.
+    diverged_seeds: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +88,7 @@ class SettingSummary:
             **{f"{name}_diff": value.to_dict() for name, value in self.differences.items()},
             "weight_correlation": self.weight_correlation.to_dict(),
             "step_time_ratio": self.step_time_ratio.to_dict(),
+            "diverged_seeds": self.diverged_seeds,
         }
 
 
@@ -120,6 +123,12 @@ class Comparison:
             "figure_note": self.figure_note,
             "weight_correlation_layers": self.correlation_layers,
         })
+
+    def diverged(self) -> str | None:
+        """``"hard:coef=0.9 (seeds 1, 2)"``: the settings with diverged runs, or ``None``."""
+        parts = [f"{s.name} (seed{'s' if len(s.diverged_seeds) > 1 else ''} {', '.join(map(str, s.diverged_seeds))})"
+                 for s in self.settings if s.diverged_seeds]
+        return "; ".join(parts) or None
 
 
 def _split_metrics(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -181,10 +190,11 @@ def summarize(records: Sequence[Mapping[str, Any]], settings: Sequence[str], *, 
         ratios = [own[s]["median_step_time"] / base[s]["median_step_time"] for s in own
                   if s in base and own[s]["median_step_time"] and base[s]["median_step_time"]]
         correlation = mean_std(v["weight_correlation"] for v in own.values() if v["weight_correlation"] is not None)
+        diverged = sorted(seed for seed, record in by_setting[name].items() if record.get("diverged"))
         rows.append(SettingSummary(name, description, sorted(own), metrics, differences, correlation,
-                                   mean_std(ratios), is_baseline=name == baseline))
+                                   mean_std(ratios), is_baseline=name == baseline, diverged_seeds=diverged))
         for seed, v in own.items():
-            runs.append({"setting": name, "seed": seed, **v})
+            runs.append({"setting": name, "seed": seed, **v, "diverged": seed in diverged})
     return Comparison(baseline, split, confidence, rows, runs, correlation_layers=layers)
 
 
@@ -269,7 +279,7 @@ def summary_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 
 def _runs_table(runs: Sequence[Mapping[str, Any]]) -> str:
     header = ["setting", "seed", "accuracy (%)", "macro-F1 (%)", "head weight corr.", "median step time (s)"]
-    rows = [[run["setting"], run["seed"], _opt(run.get("accuracy"), 100, 2), _opt(run.get("macro_f1"), 100, 2),
+    rows = [[run["setting"], f"{run['seed']} (diverged)" if run.get("diverged") else run["seed"], _opt(run.get("accuracy"), 100, 2), _opt(run.get("macro_f1"), 100, 2),
              _opt(run.get("weight_correlation"), 1, 4), _opt(run.get("median_step_time"), 1, 4)] for run in runs]
     return markdown_table(header, rows, align=["left"] + ["right"] * (len(header) - 1))
 
@@ -310,6 +320,9 @@ def render_markdown(comparison: Comparison) -> str:
     ]
     if comparison.missing:
         lines += [f"Missing runs (not finished yet): {', '.join(comparison.missing)}", ""]
+    if comparison.diverged():
+        lines += [f"**Diverged runs** (a NaN or inf loss or weights; their metrics, averaged above, are what the "
+                  f"diverged model scored): {comparison.diverged()}", ""]
     if comparison.figure:
         lines += [f"![condensation of the head]({Path(comparison.figure).name})", ""]
     elif comparison.figure_note:

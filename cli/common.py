@@ -71,3 +71,11 @@ def quiet_libraries(transformers_level: str = "warning") -> None:
         for handler in logging.getLogger("transformers").handlers:
             if not any(isinstance(f, _StripAnsi) for f in handler.filters):
                 handler.addFilter(_StripAnsi())
+
+
+def recipe_names() -> str:
+    """The dataset recipes, as ``--dataset``'s help and errors name them (:mod:`ko_hf.data.recipes` is light; called
+    when the app is built, so importing the CLI still loads no ko_hf module)."""
+    from ko_hf.data.recipes import DATASET_RECIPES
+
+    return ", ".join(DATASET_RECIPES)

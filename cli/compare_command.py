@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.models import OptionInfo
 
-from .common import FLAG, fail, quiet_libraries, say
+from .common import FLAG, fail, quiet_libraries, recipe_names, say
 
 class _SettingsOption(OptionInfo):
     """``--settings``, whose help lists the setting keys with what they take and their defaults: written from
@@ -41,7 +41,7 @@ def compare(
                                "every run; its collision/coll_coef are replaced by each setting's.",
         metavar="FILE")] = None,
     dataset: Annotated[Optional[str], typer.Option(
-        "--dataset", "-d", help="imdb, snips, mrpc, demo; NAME=/local/path; a local file or folder; or a Hub id "
+        "--dataset", "-d", help=f"{recipe_names()}; NAME=/local/path; a local file or folder; or a Hub id "
                                 "(overrides dataset of --config).", show_default=False, metavar="NAME|PATH")] = None,
     settings: Annotated[Optional[list[str]], _SettingsOption(default=..., param_decls=("--settings", "-s"),
                                                              show_default=False, metavar="SPEC")] = None,
@@ -145,9 +145,9 @@ def compare(
                   "difference.", highlight=False)
     if comparison.missing:
         console.print(f"[yellow]missing runs:[/] {', '.join(comparison.missing)}", highlight=False)
-    if comparison.diverged():
+    if diverged := comparison.diverged():
         console.print(f"[yellow]Warning: diverged runs[/] (NaN or inf loss or weights; their metrics are in the "
-                      f"means above): {comparison.diverged()}", highlight=False)
+                      f"means above): {diverged}", highlight=False)
     console.print(f"wrote {Path(root) / 'comparison.md'} and {Path(root) / 'comparison.json'}"
                   + (f" and {comparison.figure}" if comparison.figure else
                      f" ({comparison.figure_note})" if comparison.figure_note else ""), highlight=False)

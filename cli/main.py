@@ -31,7 +31,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import FLAG, Command, Group, fail, quiet_libraries, say
+from .common import FLAG, Command, Group, fail, quiet_libraries, recipe_names, say
 
 MODEL_DATA = "Model & data"
 KO = "KO collision"
@@ -99,7 +99,7 @@ def build_config(config_file: Optional[Path], flags: dict[str, Any], set_pairs: 
         raise ValueError("missing MODEL: give it as the first argument (a local folder or a Hub id) or as "
                          "model_name_or_path in --config")
     if "dataset" not in mapping:
-        raise ValueError("missing --dataset (a recipe name: imdb, snips, mrpc, demo; a local file or folder; a Hub id), "
+        raise ValueError(f"missing --dataset (a recipe name: {recipe_names()}; a local file or folder; a Hub id), "
                          "or dataset in --config")
     mapping.update(read_settings(mapping))
     if not mapping.get("output_dir"):
@@ -188,7 +188,7 @@ def train(
         show_default=False)] = None,
     dataset: Annotated[Optional[str], typer.Option(
         "--dataset", "-d", rich_help_panel=MODEL_DATA, show_default=False, metavar="NAME|PATH",
-        help="imdb, snips, mrpc, demo; NAME=/local/path; a local file or folder (aclImdb tree, Snips JSON, "
+        help=f"{recipe_names()}; NAME=/local/path; a local file or folder (aclImdb tree, Snips JSON, "
              "seq.in/label, CSV/TSV/JSON/JSONL/Parquet); or a Hub id owner/name.")] = None,
     text_column: Annotated[Optional[list[str]], typer.Option(
         help="Text column (default: auto-detected); twice for sentence pairs: --text-column premise --text-column "

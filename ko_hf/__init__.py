@@ -5,10 +5,8 @@ modules (``ko_hf.run.preflight``, ``ko_hf.run.folder``) can check a command line
 ``from ko_hf import soft_collision`` imports torch; ``from ko_hf import KOTrainer`` imports transformers.
 """
 
-from importlib import import_module
-from typing import Any
-
 from . import _moved
+from ._lazy import lazy_exports
 
 _moved.install()  # the module paths of earlier releases (ko_hf.modelcard, ko_hf.preflight, ...) keep importing
 
@@ -40,17 +38,7 @@ _LAZY = {
     "DATASET_RECIPES": "data",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["__version__", *_LAZY]

@@ -2,7 +2,8 @@
 
 Rows of a linear layer's weight ``w`` (shape ``[N, D]``) are particles and the rows of its gradient ``g``
 are their velocities. Every function here is pure: inputs are never modified in place, the result has the
-gradient's dtype and device, and the arithmetic runs in float32 whatever the input precision.
+gradient's dtype and device, and the arithmetic runs in float32 (bf16, fp16 and fp32 inputs) or float64 (float64
+inputs).
 
 Hard collision pairs the rows in one of two ways (``pairing``):
 
@@ -173,14 +174,16 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def cosine_similarity_matrix(x: torch.Tensor) -> torch.Tensor:
-    """``[N, N]`` cosine similarity of the rows of ``x`` (float32; 0 for any pair involving a zero row)."""
+    """``[N, N]`` cosine similarity of the rows of ``x`` (float32, float64 for float64 ``x``; 0 for any pair
+    involving a zero row)."""
     _check_matrix("x", x)
     unit = _unit_rows(_as_compute(x, _compute_dtype(x)))
     return unit @ unit.T
 
 
 def row_cosines(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """``cos(new_i, old_i)`` for every row, float32 ``[N]``: 1 where both rows are zero, 0 where only one is.
+    """``cos(new_i, old_i)`` for every row, ``[N]`` (float32; float64 for float64 inputs): 1 where both rows are
+    zero, 0 where only one is.
 
     On a collision's output and input it says how much of each row's own direction survived: a negative mean
     means the collision reverses the gradient on average.
@@ -256,9 +259,12 @@ def soft_collision(
 def _cap_row_change(change: torch.Tensor, g: torch.Tensor, fraction: float) -> torch.Tensor:
     """``change`` with each row scaled down to at most ``fraction`` times the length of the same row of ``g``."""
     limit = torch.linalg.vector_norm(g, dim=1, keepdim=True).mul_(fraction)
-    length = torch.linalg.vector_norm(change, dim=1, keepdim=True)
-    factor = torch.where(length > limit, limit / torch.where(length > 0, length, 1.0), 1.0)
-    return change.mul_(factor)
+    return change.mul_(_cap_factor(torch.linalg.vector_norm(change, dim=1, keepdim=True), limit))
+
+
+def _cap_factor(length: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """The factor that scales a change of ``length`` down to at most ``limit`` (1 where it is within it)."""
+    return torch.where(length > limit, limit / torch.where(length > 0, length, 1.0), 1.0)
 
 
 def candidate_pairs(n: int, pairing: str = "all") -> int:
@@ -458,7 +464,7 @@ def _dsmc_collision(
     finite: torch.Tensor,
     bounded: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """DSMC pairing on the (scaled) float32 gradient: the new gradient and the accepted-pair count."""
+    """DSMC pairing on the (scaled) gradient in its compute dtype: the new gradient and the accepted-pair count."""
     n, dim = g.shape
     first, second = _dsmc_candidates(n, generator, g)
     directions = torch.randn(first.shape[0], dim, generator=generator, device=_draw_device(generator, g))
@@ -471,10 +477,9 @@ def _dsmc_collision(
     keep = ~accepted[:, None]
     if bounded:  # one factor for the pair's change +Δ / −Δ: momentum stays exact
         change = centre.add_(half).sub_(g_first)
-        limit = torch.minimum(torch.linalg.vector_norm(g_first, dim=1), torch.linalg.vector_norm(g_second, dim=1))
-        length = torch.linalg.vector_norm(change, dim=1)
-        factor = torch.where(length > coef * limit, coef * limit / torch.where(length > 0, length, 1.0), 1.0)
-        change.mul_(factor[:, None])
+        limit = coef * torch.minimum(torch.linalg.vector_norm(g_first, dim=1),
+                                     torch.linalg.vector_norm(g_second, dim=1))
+        change.mul_(_cap_factor(torch.linalg.vector_norm(change, dim=1), limit)[:, None])
         new_first = torch.where(keep, g_first, g_first + change)
         new_second = torch.where(keep, g_second, g_second - change)
     else:

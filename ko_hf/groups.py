@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .optim import GROUP_STATE_DEFAULTS
-from .settings import group_setting_names, group_settings, ko_setting, ko_settings, read_settings
+from .settings import group_setting_names, group_settings, ko_settings, read_settings
 from .targets import resolve_collision_targets
 
 __all__ = ["ko_param_groups", "decay_parameter_names", "flagged_param_groups"]
@@ -85,9 +85,6 @@ def ko_param_groups(model: torch.nn.Module, collision: str | None = None, *, wei
         raise ValueError(f"ko_param_groups got unknown settings {unknown}; KO settings: {', '.join(sorted(known))}")
     values = read_settings(settings)
     values = {**group_settings(values), "collision_targets": values.get("collision_targets")}
-    ko_setting("collision").validate(values["collision"])
-    decay_names = decay_parameter_names(model)
-    if values["collision"] == "none":
-        return flagged_param_groups(model, {}, values, weight_decay=weight_decay, decay_names=decay_names)
-    targets = resolve_collision_targets(model, values["collision_targets"])
-    return flagged_param_groups(model, targets, values, weight_decay=weight_decay, decay_names=decay_names)
+    targets = {} if values["collision"] == "none" else resolve_collision_targets(model, values["collision_targets"])
+    return flagged_param_groups(model, targets, values, weight_decay=weight_decay,
+                                decay_names=decay_parameter_names(model))

@@ -204,7 +204,7 @@ KO_SETTINGS: tuple[KOSetting, ...] = (
     KOSetting(
         "collision_pairing", str, "dsmc", "Hard collision's pairs: dsmc (a random perfect matching each step, each "
         "candidate pair tested by Eq. 7 and collided once: energy-conserving) or all (Eq. 8 as printed, every "
-        "accepted pair at once; ko-hf 0.1) (default: dsmc).", in_group=True, legacy="all", choices=PAIRINGS,
+        "accepted pair at once; with --form paper, ko-hf 0.1's) (default: dsmc).", in_group=True, legacy="all", choices=PAIRINGS,
         flag="pairing", key="pairing", label="pairing", applies_to=("hard",), metavar="NAME", noun="pairing"),
     KOSetting(
         "collision_form", str, "bounded", "The collisions' form: bounded (no neuron's gradient changes by more than "

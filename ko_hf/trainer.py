@@ -394,7 +394,7 @@ class KOTrainer(Trainer):
         """Trainer's decay / no-decay groups without the targets, then one flagged group per target
         (:func:`ko_hf.groups.flagged_param_groups`, what :func:`ko_hf.ko_param_groups` gives outside Trainer)."""
         args = self.args
-        settings = {s.name: getattr(args, s.name) for s in ko_settings() if s.in_group}
+        settings = {name: getattr(args, name) for name in group_setting_names()}
         return flagged_param_groups(model, self.collision_parameters(model), settings,
                                     weight_decay=args.weight_decay, decay_names=self.get_decay_parameter_names(model))
 

@@ -61,6 +61,19 @@ def test_ko_param_groups_are_the_groups_kotrainer_builds(tmp_path):
     assert flagged(optimizer.param_groups)[0]["collision_names"] == ["classifier.weight"]
 
 
+@pytest.mark.parametrize("model_type", ["bert", "llama"])  # LayerNorm modules; RMSNorm weights by name
+def test_decay_parameter_names_are_the_ones_trainer_picks(tmp_path, model_type):
+    from transformers import AutoConfig, AutoModelForSequenceClassification, Trainer, TrainingArguments
+
+    from ko_hf.groups import decay_parameter_names
+
+    config = AutoConfig.for_model(model_type, vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=32, num_labels=3, pad_token_id=0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"))
+    assert decay_parameter_names(model) == trainer.get_decay_parameter_names(model)
+
+
 def test_ko_param_groups_without_collision_keeps_the_weight_decay_split():
     model = tiny_bert()
     groups = ko_param_groups(model, "none", weight_decay=0.1)

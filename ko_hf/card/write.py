@@ -107,7 +107,7 @@ def _local_name(name: str, machine: Machine) -> str:
 
 def _record_model(d: KOModelCardData, model: Any, inner: Any, origin: BaseModelOrigin) -> None:
     """The base model, the class that was trained (``inner``, under any wrapper), its size and PEFT adapter."""
-    d.base_model, d.base_model_path, d.base_model_evidence = origin.hub_id, origin.path, origin.evidence
+    d.base_model, d.base_model_evidence = origin.hub_id, origin.evidence
     if inner is not None:
         d.architecture = type(inner).__name__  # the class that was trained, not the checkpoint's `architectures`
         d.num_parameters = sum(p.numel() for p in inner.parameters())

@@ -26,6 +26,7 @@ from transformers.utils import logging
 from ..markdown import markdown_table
 from ..card.plots import matplotlib_available, plot_condensation_comparison
 from ..logged_metrics import layer_condensation, logged_metric
+from ..run.folder import write_text_atomic
 from .settings import CollisionSetting, describe_record
 from .statistics import MeanStd, PairedDifference, finite, mean_std, paired_difference_ci
 
@@ -55,9 +56,7 @@ def plain(value: Any) -> Any:
 
 def write_json(path: Path, data: Any) -> None:
     """Write atomically, so an interrupted run never leaves a half-written result that looks finished."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -320,9 +319,9 @@ def render_markdown(comparison: Comparison) -> str:
     ]
     if comparison.missing:
         lines += [f"Missing runs (not finished yet): {', '.join(comparison.missing)}", ""]
-    if comparison.diverged():
+    if diverged := comparison.diverged():
         lines += [f"**Diverged runs** (a NaN or inf loss or weights; their metrics, averaged above, are what the "
-                  f"diverged model scored): {comparison.diverged()}", ""]
+                  f"diverged model scored): {diverged}", ""]
     if comparison.figure:
         lines += [f"![condensation of the head]({Path(comparison.figure).name})", ""]
     elif comparison.figure_note:

@@ -46,7 +46,9 @@ RESULT_FILES = ("trainer_state.json", "all_results.json", "train_results.json", 
                 "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors", "ko_result.json")
 #: What only a training run writes (Trainer's state and arguments, ko-finetune's record of the run's settings,
 #: checkpoints): a folder with results but none of these holds a saved model that no run wrote there.
-RUN_TRACES = ("trainer_state.json", "training_args.bin", "ko_run.json")
+#: The record of the settings that defined a run (:mod:`ko_hf.run.record`).
+RECORD_NAME = "ko_run.json"
+RUN_TRACES = ("trainer_state.json", "training_args.bin", RECORD_NAME)
 #: transformers names checkpoints ``checkpoint-<global step>`` (``trainer_utils.PREFIX_CHECKPOINT_DIR``).
 CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
 #: How long a second run waits for the holder of a lock to write its details before naming it as "starting".
@@ -73,7 +75,7 @@ def run_results(folder: str | os.PathLike) -> list[str]:
 
 
 def _written_by_a_run(folder: Path, found: list[str]) -> bool:
-    return any(name in RUN_TRACES or CHECKPOINT_DIR.match(name) for name in found) or (folder / "ko_run.json").is_file()
+    return any(name in RUN_TRACES or CHECKPOINT_DIR.match(name) for name in found) or (folder / RECORD_NAME).is_file()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -311,7 +313,7 @@ def clear_run_results(folder: str | os.PathLike) -> list[str]:
     if found and not _written_by_a_run(Path(folder), found):
         raise FinetuneError(f"output_dir {folder}: {_listed(found)} were not written by a training run; not "
                             "deleting them")
-    record = Path(folder) / "ko_run.json"
+    record = Path(folder) / RECORD_NAME
     for name in found:
         target = Path(folder) / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()

@@ -30,13 +30,12 @@ from typing import Any
 
 from .preflight import FinetuneError, resume_request
 from ..redaction import redact_value
-from .folder import write_json_atomic
+from .folder import RECORD_NAME, write_json_atomic
 
 __all__ = ["EXTEND_KEYS", "RECORD_NAME", "TRAINING_KEYS", "checkpoint_run_record", "extension_problem",
            "plain_value", "read_run_record", "record_folder", "setting_differences", "with_checkpoint_run",
            "without_unknown_recorded", "write_run_record"]
 
-RECORD_NAME = "ko_run.json"
 #: The ``TrainingArguments`` fields that define a run's experiment (the data and KO settings come besides).
 TRAINING_KEYS = ("max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
                  "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay", "optim",

@@ -81,18 +81,14 @@ def _changed_settings(frozen: dict[GroupKey, Any], now: dict[GroupKey, Any]) -> 
             if not same(frozen.get((index, key)), now.get((index, key)))]
 
 
-def _hard_pairing(group: dict[str, Any]) -> str:
-    # every flagged group carries its pairing (filled when built, or when loaded from an older checkpoint)
-    return group["collision_pairing"]
-
-
 def check_capturable_groups(optimizer: torch.optim.Optimizer) -> None:
     """``ValueError`` for a flagged group whose step cannot be captured: hard collision with ``pairing="all"``."""
     for index, group in enumerate(optimizer.param_groups):
-        if group.get("collision", "none") == "hard" and _hard_pairing(group) != "dsmc":
+        # every flagged group carries its pairing (filled when built, or when loaded from an older checkpoint)
+        if group.get("collision", "none") == "hard" and group["collision_pairing"] != "dsmc":
             raise ValueError(
                 f"param group {index} ({', '.join(group.get('collision_names') or [])}) has hard collision with "
-                f"collision_pairing={_hard_pairing(group)!r}, which lists its accepted pairs on the host (nonzero) "
+                f"collision_pairing={group['collision_pairing']!r}, which lists its accepted pairs on the host (nonzero) "
                 "and cannot be captured in a CUDA graph; use collision_pairing='dsmc' (the default)"
             )
 
@@ -347,10 +343,12 @@ class CapturedStep:
         optimizer.collision_stats = {}
         optimizer._record_stats = recorder  # type: ignore[method-assign]
         self.generators.capturing = True
+        optimizer._step_in_capture = True  # the guard rail's bookkeeping is the replay's (after_step), not the graph's
         try:
             output = self.fn()
             after = _int_values(optimizer)
         finally:
+            optimizer._step_in_capture = False
             self.generators.capturing = False
             optimizer.__dict__.pop("_record_stats", None)
             stray, optimizer.collision_stats = optimizer.collision_stats, statistics
@@ -374,6 +372,7 @@ class CapturedStep:
                                 for key, step in self._counter_steps.items()})
         if self._recorder is not None:
             self._recorder.replay()
+        optimizer.after_step()
         return output
 
     def _check_unchanged(self) -> None:

@@ -165,6 +165,8 @@ class CollisionMixin:
         self._guard_sums: dict[str, dict[str, Any]] = {}
         self._guard_steps = 0
         self._guard_window_start = 1
+        #: True while ``CapturedStep`` captures a step: a replay runs no Python, so it calls :meth:`after_step` itself.
+        self._step_in_capture = False
         super().__init__(params, *args, **kwargs)
         #: running per-target sums since the last ``pop_collision_stats()``, for logging; not part of the state.
         self.collision_stats: dict[str, dict[str, Any]] = {}
@@ -352,12 +354,19 @@ class CollisionMixin:
                 loss = closure()
         self.apply_collisions()
         super().step()
+        if not self._step_in_capture:
+            self.after_step()
+        return loss
+
+    def after_step(self) -> None:
+        """Count a finished step for the guard rail and, after the first step and every ``guard_window`` steps,
+        check it (:meth:`check_collisions`, which reads the device). :meth:`step` calls it, and so does each replay
+        of a step captured in a CUDA graph (:class:`ko_hf.cuda_graphs.CapturedStep`), which runs no Python."""
         self._guard_steps += 1
         window = self.guard_window
         if window is not None and self._guard_sums and (self._guard_steps == 1 or self._guard_steps % window == 0):
             if not _capturing():
                 self.check_collisions()
-        return loss
 
 
 def _capturing() -> bool:

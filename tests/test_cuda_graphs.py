@@ -6,6 +6,7 @@ run to the plain eager run; under FakeTensorMode, which refuses host reads of te
 whole captured path runs without one.
 """
 
+import copy
 import io
 
 import pytest
@@ -242,3 +243,42 @@ def test_close_gives_back_fresh_generators_with_the_same_draws():
         backward(eager_model, eager)
         eager.step()
     assert_same_run(eager_model, eager, model, optimizer)
+
+
+class GraphLikeBackend(RehearsalBackend):
+    """A rehearsal whose replays also leave the guard rail's host state as it was, as a CUDA graph's replay (which
+    runs no Python) does: whatever the captured step's Python did to it is undone."""
+
+    def __init__(self, optimizer):
+        super().__init__()
+        self.optimizer = optimizer
+
+    def replay(self):
+        keys = ("_guard_steps", "_guard_window_start", "_guard_sums", "collision_warnings")
+        before = {key: copy.copy(getattr(self.optimizer, key)) for key in keys}
+        output = super().replay()
+        for key, value in before.items():
+            setattr(self.optimizer, key, value)
+        return output
+
+
+def test_the_guard_rail_counts_and_checks_replayed_steps():
+    """A target whose gradient turns around only after the capture is warned about at the same step as in eager
+    steps: the replays count and check the steps, not the captured step's Python (which a graph never runs)."""
+    from test_guards import condensed_layer
+
+    def run(captured):
+        param, grad = condensed_layer(n=64, d=32)
+        optimizer = KOAdamW([{"params": [param], "collision": "soft", "coll_coef": 0.5, "collision_form": "paper",
+                              "collision_names": ["w"]}], lr=1e-4)
+        optimizer.guard_window = 4
+        step = CapturedStep(optimizer, warmup=2, backend=GraphLikeBackend(optimizer)) if captured else optimizer.step
+        param.grad = torch.zeros_like(grad)
+        for call in range(9):
+            param.grad.copy_(grad if call >= 2 else torch.zeros_like(grad))  # reversed from step 3 on
+            step()
+        return [(w.kind, w.target, w.step) for w in optimizer.collision_warnings], optimizer._guard_steps
+
+    eager = run(captured=False)
+    assert eager == ([("reversed", "w", 4)], 9)
+    assert run(captured=True) == eager
